@@ -1,0 +1,3 @@
+"""WSIS-Bench: a reproducibility harness for weakly/point-supervised instance and panoptic segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,52 @@
+"""``bench`` — the command line of WSIS-Bench; one subcommand per pipeline stage.
+
+The CLI is the only integrator: it wires params, datasets, methods, evaluation and
+reports together. Each subcommand lives in a module of ``bench.commands`` that adds its
+parser and handler to :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from bench.commands import COMMAND_MODULES, COMMANDS
+from bench.config.loader import ParamsError
+from bench.stages.base import setup_logging
+
+log = logging.getLogger("bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="WSIS-Bench: reproduce P2Seg, BESTIE, Point2Mask and JTSM tables. "
+        "Normally run through `dvc repro`; every stage is also a subcommand here.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    for name, command in COMMANDS.items():
+        command.add_parser(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.handler(args) or 0)
+    except (ParamsError, ValueError, FileNotFoundError, KeyError) as exc:
+        if args.verbose:
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"bench {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Subcommands of ``bench``. Each module registers one command in :data:`COMMANDS`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: help text, an argument adder and a handler ``(args) -> exit code``."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int | None]
+    description: str = ""
+
+    def add_parser(self, sub: argparse._SubParsersAction, name: str) -> None:
+        parser = sub.add_parser(name, help=self.help, description=self.description or self.help)
+        self.configure(parser)
+        parser.set_defaults(handler=self.handler)
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+#: Modules imported by the CLI; each registers its command(s).
+COMMAND_MODULES = (
+    "bench.commands.params",
+    "bench.commands.data",
+    "bench.commands.points",
+    "bench.commands.reference",
+    "bench.commands.evaluate",
+    "bench.commands.report",
+)
+
+
+def slot_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", required=True, choices=("voc", "coco"), help="benchmark slot (data.voc or data.coco in params)"
+    )
+
+
+def params_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")

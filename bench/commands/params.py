@@ -1,0 +1,65 @@
+"""``bench params`` — switch profile, validate and show params."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from bench.commands import COMMANDS, Command
+from bench.config.loader import PROFILE_NAMES, dump_params, flatten, load_params, render_profile, validate_params
+from bench.io import write_text
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    use = sub.add_parser("use", help="write params.yaml for a profile (embedded, smoke, voc, coco)")
+    use.add_argument("profile", choices=PROFILE_NAMES)
+    use.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one value, e.g. --set data.voc.root=/data/voc (repeatable)")
+    use.add_argument("--out", default="params.yaml", help="file to write (default: params.yaml)")
+    val = sub.add_parser("validate", help="validate params.yaml against the schema")
+    val.add_argument("--params", default="params.yaml")
+    show = sub.add_parser("show", help="print the validated params (flattened with --flat)")
+    show.add_argument("--params", default="params.yaml")
+    show.add_argument("--flat", action="store_true")
+
+
+def _set(tree: dict, dotted: str, raw_value: str) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        if not isinstance(node.get(key), dict):
+            raise ValueError(f"--set {dotted}: {key!r} is not a section")
+        node = node[key]
+    node[keys[-1]] = yaml.safe_load(raw_value)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    if args.action == "use":
+        params = render_profile(args.profile)
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            _set(params, key, value)
+        text = dump_params(params)
+        validate_params(yaml.safe_load(text), source=f"profile {args.profile} with --set")
+        write_text(Path(args.out), text)
+        print(f"wrote {args.out} (profile {args.profile}); now run `dvc repro`")
+    elif args.action == "validate":
+        params = load_params(args.params)
+        print(f"{args.params}: valid (profile {params.profile})")
+    else:
+        params = load_params(args.params)
+        if args.flat:
+            for key, value in flatten(params).items():
+                print(f"{key} = {value!r}")
+        else:
+            sys.stdout.write(dump_params(params.model_dump(mode="json")))
+    return 0
+
+
+COMMANDS.add("params", Command("switch profile, validate or show params.yaml", _configure, _handle))

@@ -1,0 +1,126 @@
+"""``bench report`` — render every paper table, the index, the reference self-checks and sweep plots."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from bench.commands import COMMANDS, Command, params_argument
+from bench.config.schema import Params
+from bench.io import atomic_path, write_text
+from bench.paths import METRICS, REPORTS, SPECS
+from bench.report.metrics import load_experiment
+from bench.report.render import PAPER_TITLES, RenderContext, plot_sweep, render_index, render_table, sweep_csv, sweep_rows
+from bench.report.specs import PAPERS, load_specs
+from bench.stages.base import declare_stage, run_stage
+from bench.tracking import git_state
+
+log = logging.getLogger(__name__)
+#: The report reads the method sections only to list their paper-vs-release switches.
+STAGE = declare_stage("report", "data", "report", "wsss", "bestie", "mdm", "point2mask", "jtsm", "segmentor")
+REFERENCE_VARIANTS = ("ground-truth", "oracle-grouping")
+#: Metric families whose ground-truth self-check must read exactly 100.
+PERCENT_PREFIXES = ("voc.", "coco.", "pq.", "semantic.", "pseudo.mean_iou")
+
+
+def switches_in_effect(section: BaseModel) -> list[str]:
+    """``key = value (meaning)`` for each field of a section marked as a paper-vs-release switch."""
+    lines = []
+    for name, info in type(section).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if "switch" in extra:
+            lines.append(f"`{name}` = `{getattr(section, name)}` ({extra['switch']})")
+    return lines
+
+
+def reference_section(slots: dict[str, str], metrics_root: Path) -> tuple[str, list[str]]:
+    """Markdown of the reference rows per slot, and the self-check failures (ground truth ≠ 100)."""
+    lines = ["## Reference rows (self-check and ceiling)\n",
+             "`ground-truth` scores the ground truth as a prediction: every metric must read 100 — a check of the "
+             "whole evaluation chain. `oracle-grouping` splits the ground-truth semantic map by nearest centre "
+             "point: the ceiling of point grouping.\n"]
+    failures: list[str] = []
+    for slot, dataset in sorted(slots.items()):
+        results = {v: load_experiment(slot, "reference", v, metrics_root) for v in REFERENCE_VARIANTS}
+        keys = sorted({k for r in results.values() if r for k in r.per_seed[0]["metrics"]})
+        if not keys:
+            lines.append(f"\n### Slot `{slot}` (`{dataset}`): not evaluated yet\n")
+            continue
+        lines.append(f"\n### Slot `{slot}` (`{dataset}`)\n\n| Metric | " + " | ".join(REFERENCE_VARIANTS) + " |\n")
+        lines.append("|---|" + "---|" * len(REFERENCE_VARIANTS) + "\n")
+        for key in keys:
+            cells = []
+            for variant, result in results.items():
+                agg = result.aggregate(key) if result else None
+                cells.append("–" if agg is None else f"{agg.mean:.2f}")
+                if variant == "ground-truth" and key.startswith(PERCENT_PREFIXES) and agg is not None \
+                        and not math.isclose(agg.mean, 100.0, abs_tol=1e-9):
+                    failures.append(f"{slot}: ground-truth {key} = {agg.mean}")
+            lines.append(f"| {key} | " + " | ".join(cells) + " |\n")
+    verdict = "**Self-check: PASS** (every ground-truth metric reads 100)." if not failures else \
+        "**Self-check: FAIL** — " + "; ".join(failures)
+    lines.insert(2, "\n" + verdict + "\n")
+    return "".join(lines), failures
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    params_argument(parser)
+    parser.add_argument("--specs", default=str(SPECS), help="folder of table specs")
+    parser.add_argument("--metrics", default=str(METRICS), help="folder of metrics files")
+    parser.add_argument("--out", default=str(REPORTS), help="folder to write the reports into")
+
+
+def _handle(args: argparse.Namespace) -> int:
+    with run_stage(STAGE, params_path=Path(args.params)) as ctx:
+        p = ctx.params
+        specs = load_specs(Path(args.specs))
+        sections: dict[str, Any] = {name: getattr(p, name) for name in
+                                    ("wsss", "bestie", "mdm", "point2mask", "jtsm", "segmentor")}
+        slots = {"voc": p.data.voc.source, "coco": p.data.coco.source}
+        render_ctx = RenderContext(
+            profile=ctx.profile, slot_datasets=slots, seeds=list(p.report.seeds),
+            commit=git_state().get("git.commit", "unknown")[:10], decimals=p.report.decimals,
+            switches={k: switches_in_effect(v) for k, v in sections.items()}, metrics_root=Path(args.metrics),
+        )
+        out_root = Path(args.out)
+        outcomes = []
+        for paper in PAPERS:
+            paper_specs = [s for s in specs if s.paper == paper]
+            with atomic_path(out_root / paper, directory=True) as tmp:
+                for spec in paper_specs:
+                    outcome = render_table(spec, render_ctx)
+                    (tmp / f"table{spec.table}.md").write_text(outcome.markdown, encoding="utf-8")
+                    outcomes.append(outcome)
+        with atomic_path(out_root / "plots", directory=True) as tmp:
+            for spec in specs:
+                if spec.sweep is None:
+                    continue
+                points = sweep_rows(spec, render_ctx)
+                stem = f"{spec.paper}_table{spec.table}"
+                (tmp / f"{stem}.csv").write_text(sweep_csv(points), encoding="utf-8")
+                plot_sweep(spec, points, tmp / f"{stem}.png")
+        reference_md, failures = reference_section(slots, Path(args.metrics))
+        write_text(out_root / "index.md", render_index(outcomes, render_ctx, reference_md))
+        write_text(out_root / "reference.md", "# Reference rows\n\n" + reference_md)
+        ctx.run.log_metrics({
+            "report.tables": len(outcomes),
+            "report.rows_reproduced": sum(o.rows_reproduced for o in outcomes),
+            "report.claims_held": sum(c == "held" for o in outcomes for _, _, c in o.claims),
+            "report.claims_not_held": sum(c == "not held" for o in outcomes for _, _, c in o.claims),
+            "report.self_check_failures": len(failures),
+        })
+        ctx.run.log_artifact(out_root / "index.md")
+        log.info("rendered %d tables (%s) into %s", len(outcomes),
+                 ", ".join(f"{PAPER_TITLES[p]}: {sum(o.spec.paper == p for o in outcomes)}" for p in PAPERS), out_root)
+        if failures:
+            raise ValueError("evaluation self-check failed (ground truth must score 100): " + "; ".join(failures))
+    return 0
+
+
+COMMANDS.add("report", Command("render reports/<paper>/table<N>.md, reports/index.md and sweep plots",
+                               _configure, _handle))

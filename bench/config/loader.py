@@ -1,0 +1,130 @@
+"""Load, validate and flatten ``params.yaml``; render profiles.
+
+Every stage calls :func:`load_params` before any work: an unknown key, a wrong type or
+an out-of-range value stops it with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bench.config.schema import Params
+
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
+PROFILE_NAMES = ("embedded", "smoke", "voc", "coco")
+
+
+class ParamsError(ValueError):
+    """Invalid params; the message names the file, the key and what is allowed."""
+
+
+def _field_help(loc: tuple[Any, ...]) -> str:
+    """The description and constraints of the schema field at ``loc`` (best effort)."""
+    model: type[BaseModel] | None = Params
+    info = None
+    for part in loc:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return ""
+        info = model.model_fields[part]
+        ann = info.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    if info is None:
+        return ""
+    bits = [info.description] if info.description else []
+    bits += [str(m) for m in info.metadata]
+    return "; ".join(bits)
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid params"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            lines.append(f"  {key}: unknown key (allowed here: {', '.join(allowed)})")
+            continue
+        given = err.get("input")
+        hint = _field_help(err["loc"])
+        lines.append(f"  {key} = {given!r}: {err['msg']}" + (f" [{hint}]" if hint else ""))
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Params
+    for part in loc:
+        ann = model.model_fields[str(part)].annotation if str(part) in model.model_fields else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def validate_params(raw: Any, *, source: str = "params") -> Params:
+    """Validate a raw mapping against the schema; raise :class:`ParamsError` naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(source, exc)) from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Read ``params.yaml`` with the safe YAML loader and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root, or `bench params use embedded`)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return validate_params(raw, source=str(path))
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested sections to dotted keys: ``{"mdm": {"hard_pixel_ratio": 0.2}}`` → ``{"mdm.hard_pixel_ratio": 0.2}``."""
+    if isinstance(tree, BaseModel):
+        tree = tree.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    else:
+        out[prefix] = tree
+    return out
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def render_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict[str, Any]:
+    """The full params of a profile: schema defaults (the embedded profile) overridden by ``<name>.yaml``."""
+    if name not in PROFILE_NAMES:
+        raise ParamsError(f"unknown profile {name!r}; allowed: {', '.join(PROFILE_NAMES)}")
+    path = profiles_dir / f"{name}.yaml"
+    override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    merged = _deep_merge(Params().model_dump(mode="json"), override)
+    merged["profile"] = name
+    return validate_params(merged, source=str(path)).model_dump(mode="json")
+
+
+def dump_params(params: dict[str, Any]) -> str:
+    """YAML text of a full params mapping, in schema order, with a header saying how it was made."""
+    header = (
+        f"# WSIS-Bench params — profile '{params['profile']}'.\n"
+        "# Switch profile with `bench params use <embedded|smoke|voc|coco>`; change one value with\n"
+        "# `dvc exp run -S section.key=value`. Validated by bench/config/schema.py at every stage start.\n"
+    )
+    return header + yaml.safe_dump(params, sort_keys=False, default_flow_style=None, width=100)

@@ -1,0 +1,257 @@
+"""Render the paper tables (Reported | Reproduced | Δ), the index with claims, and sweep plots.
+
+Tables are generated only from the specs (``reports/specs``) and the metrics files the
+evaluate stage wrote; nothing here is typed by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report.metrics import Aggregate, ExperimentResult, load_experiment
+from bench.report.specs import PAPER_FILES, Claim, Experiment, Row, TableSpec
+
+#: Embedded dataset of a spec → the pipeline slot that holds it in every profile.
+SLOT_OF = {"synth-voc": "voc", "synth-coco": "coco"}
+PAPER_TITLES = {"p2seg": "P2Seg", "point2mask": "Point2Mask", "bestie": "BESTIE", "jtsm": "JTSM"}
+#: Params section holding each reproducer's switches.
+SECTION_OF = {"p2seg": "mdm", "bestie": "bestie", "point2mask": "point2mask", "jtsm": "jtsm",
+              "wsss": "wsss", "segmentor": "segmentor"}
+SYNTHETIC_NOTE = (
+    "> **Synthetic profile.** These numbers come from the embedded procedurally generated data, "
+    "small networks and short schedules; they are **not comparable** to the paper's numbers. "
+    "They test the mechanics and whether the paper's claims hold in direction. Use the `voc` / `coco` "
+    "profiles on real data to compare with the paper."
+)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What every table header needs: profile, datasets of the slots, seeds, commit, switches in effect."""
+
+    profile: str
+    slot_datasets: Mapping[str, str]  # slot → dataset source name
+    seeds: list[int]
+    commit: str
+    decimals: int
+    switches: Mapping[str, list[str]]  # params section → "key = value (meaning)" lines
+    metrics_root: Path
+
+
+def _fmt(value: float | None, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if float(value).is_integer() and abs(value) >= 100 and decimals <= 1:
+        return f"{value:.0f}"
+    return f"{value:.{decimals}f}"
+
+
+def _fmt_agg(agg: Aggregate | None, decimals: int) -> str:
+    if agg is None:
+        return "–"
+    text = _fmt(agg.mean, decimals)
+    return f"{text} ± {_fmt(agg.std, decimals)}" if agg.n > 1 else text
+
+
+def _slot(spec: TableSpec, experiment: Experiment) -> str:
+    return SLOT_OF[experiment.dataset or spec.reproduced_on]
+
+
+def row_result(spec: TableSpec, row: Row, ctx: RenderContext) -> ExperimentResult | None:
+    if not isinstance(row.reproduce, Experiment):
+        return None
+    e = row.reproduce
+    return load_experiment(_slot(spec, e), e.method, e.variant, ctx.metrics_root)
+
+
+def row_status(row: Row, result: ExperimentResult | None) -> str:
+    if not isinstance(row.reproduce, Experiment):
+        return "reported-only"
+    return "reproduced" if result is not None else f"pending ({row.reproduce.name})"
+
+
+_OPS: dict[str, Callable[[float, float, float], bool]] = {
+    ">": lambda a, b, t: a > b,
+    ">=": lambda a, b, t: a >= b,
+    "<": lambda a, b, t: a < b,
+    "<=": lambda a, b, t: a <= b,
+    "~": lambda a, b, t: abs(a - b) <= t,
+}
+
+
+def judge(claim: Claim, left: float | None, right: float | None) -> str:
+    """``held`` / ``not held`` / ``pending`` (a side has no number)."""
+    if left is None or right is None or math.isnan(left) or math.isnan(right):
+        return "pending"
+    return "held" if _OPS[claim.op](left, right, claim.tolerance) else "not held"
+
+
+@dataclass
+class TableOutcome:
+    spec: TableSpec
+    markdown: str
+    rows_total: int
+    rows_reproduced: int
+    rows_pending: int
+    claims: list[tuple[Claim, str, str]]  # claim, on reported numbers, on reproduced numbers
+
+
+def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
+    results = {row.id: row_result(spec, row, ctx) for row in spec.rows}
+    slots = sorted({_slot(spec, r.reproduce) for r in spec.rows if isinstance(r.reproduce, Experiment)}
+                   or {SLOT_OF[spec.reproduced_on]})
+    commits = {res.provenance.get("git_commit", "unknown") for res in results.values() if res is not None}
+    out = io.StringIO()
+    title = PAPER_TITLES[spec.paper]
+    out.write(f"# {title} — Table {spec.table}\n\n*{spec.caption}*\n\n")
+    out.write(f"- Paper: {spec.paper_dataset} (paper text: `shared/papers/{PAPER_FILES[spec.paper]}`)\n")
+    out.write(f"- Reproduced on: " + ", ".join(f"slot `{s}` = `{ctx.slot_datasets.get(s, '?')}`" for s in slots)
+              + f" · profile `{ctx.profile}` · seeds {ctx.seeds}\n")
+    out.write(f"- Rendered at commit `{ctx.commit}`; metrics from commit(s) "
+              + (", ".join(f"`{c}`" for c in sorted(commits)) or "–") + "\n\n")
+    if ctx.profile in ("embedded", "smoke"):
+        out.write(SYNTHETIC_NOTE + "\n\n")
+    header = ["Row"] + [d for d in _detail_keys(spec)]
+    for col in spec.columns:
+        header += [f"{col.label} reported", f"{col.label} reproduced", "Δ"]
+    header.append("Status")
+    out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
+    reproduced = pending = 0
+    for row in spec.rows:
+        result = results[row.id]
+        status = row_status(row, result)
+        reproduced += status == "reproduced"
+        pending += status.startswith("pending")
+        label = f"{row.group} · {row.label}" if row.group else row.label
+        cells = [label] + [row.details.get(k, "") for k in _detail_keys(spec)]
+        for col in spec.columns:
+            rep = row.reported.get(col.key)
+            agg = result.aggregate(col.key) if result else None
+            delta = None if rep is None or agg is None else agg.mean - rep
+            cells += [_fmt(rep, ctx.decimals), _fmt_agg(agg, ctx.decimals),
+                      "" if delta is None else f"{delta:+.{ctx.decimals}f}"]
+        cells.append(status)
+        out.write("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
+    if any(res is not None and res.aggregate(c.key) is not None and res.aggregate(c.key).n > 1
+           for res in results.values() if res for c in spec.columns):
+        out.write("\nReproduced cells with several seeds show mean ± sample standard deviation.\n")
+    claims = []
+    if spec.claims:
+        out.write("\n## Claims\n\n| Claim | Paper's numbers | Reproduced |\n|---|---|---|\n")
+        for claim in spec.claims:
+            rows = {r.id: r for r in spec.rows}
+            on_paper = judge(claim, rows[claim.left].reported.get(claim.metric),
+                             rows[claim.right].reported.get(claim.metric))
+            lres, rres = results[claim.left], results[claim.right]
+            lagg = lres.aggregate(claim.metric) if lres else None
+            ragg = rres.aggregate(claim.metric) if rres else None
+            on_ours = judge(claim, lagg.mean if lagg else None, ragg.mean if ragg else None)
+            claims.append((claim, on_paper, on_ours))
+            out.write(f"| {claim.text} | {on_paper} | {on_ours} |\n")
+    notes = list(spec.notes)
+    for section in sorted({SECTION_OF[r.reproduce.method] for r in spec.rows
+                           if isinstance(r.reproduce, Experiment) and r.reproduce.method in SECTION_OF}):
+        lines = ctx.switches.get(section, [])
+        notes.append(f"Paper-vs-release switches in effect (`{section}`): "
+                     + ("; ".join(lines) if lines else "none declared yet for this component."))
+    if notes:
+        out.write("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
+    return TableOutcome(spec, out.getvalue(), len(spec.rows), reproduced, pending, claims)
+
+
+def _detail_keys(spec: TableSpec) -> list[str]:
+    keys: list[str] = []
+    for row in spec.rows:
+        keys += [k for k in row.details if k not in keys]
+    return keys
+
+
+def sweep_rows(spec: TableSpec, ctx: RenderContext) -> list[dict[str, Any]]:
+    """Points of a sweep table: x, the paper's value and the reproduced mean/std (None if pending)."""
+    assert spec.sweep is not None
+    rows = {r.id: r for r in spec.rows}
+    points = []
+    for row_id, x in sorted(spec.sweep.x.items(), key=lambda kv: kv[1]):
+        result = row_result(spec, rows[row_id], ctx)
+        agg = result.aggregate(spec.sweep.metric) if result else None
+        points.append({"row": row_id, "x": x, "reported": rows[row_id].reported.get(spec.sweep.metric),
+                       "reproduced": agg.mean if agg else None, "reproduced_std": agg.std if agg else None})
+    return points
+
+
+def sweep_csv(points: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["row", "x", "reported", "reproduced", "reproduced_std"])
+    writer.writeheader()
+    for p in points:
+        writer.writerow({k: ("" if v is None else v) for k, v in p.items()})
+    return buffer.getvalue()
+
+
+def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path) -> None:
+    """PNG: the paper's curve and the reproduced points (mean ± std) against the swept parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    assert spec.sweep is not None
+    fig, ax_paper = plt.subplots(figsize=(5, 3.4), dpi=120)
+    xs = [p["x"] for p in points]
+    ax_paper.plot(xs, [p["reported"] for p in points], "o-", color="tab:blue", label="paper (left axis)")
+    ax_paper.set_xlabel(spec.sweep.x_label)
+    label = next(c.label for c in spec.columns if c.key == spec.sweep.metric)
+    ax_paper.set_ylabel(f"{label} — paper", color="tab:blue")
+    ours = [p for p in points if p["reproduced"] is not None]
+    ax_ours = ax_paper.twinx()
+    ax_ours.set_ylabel(f"{label} — reproduced", color="tab:orange")
+    if ours:
+        ax_ours.errorbar([p["x"] for p in ours], [p["reproduced"] for p in ours],
+                         yerr=[p["reproduced_std"] or 0 for p in ours], fmt="s--", color="tab:orange",
+                         capsize=3, label="reproduced (right axis)")
+    else:
+        ax_ours.text(0.5, 0.5, "reproduction pending", transform=ax_ours.transAxes, ha="center", color="gray")
+    ax_paper.set_title(f"{PAPER_TITLES[spec.paper]} Table {spec.table}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md: str) -> str:
+    out = io.StringIO()
+    out.write("# WSIS-Bench — reproduction index\n\n")
+    out.write(f"Profile `{ctx.profile}` · slots: "
+              + ", ".join(f"`{k}` = `{v}`" for k, v in sorted(ctx.slot_datasets.items()))
+              + f" · seeds {ctx.seeds} · commit `{ctx.commit}`\n\n")
+    if ctx.profile in ("embedded", "smoke"):
+        out.write(SYNTHETIC_NOTE + "\n\n")
+    held = sum(o == "held" for t in outcomes for _, _, o in t.claims)
+    not_held = sum(o == "not held" for t in outcomes for _, _, o in t.claims)
+    pend = sum(o == "pending" for t in outcomes for _, _, o in t.claims)
+    rows = sum(t.rows_total for t in outcomes)
+    done = sum(t.rows_reproduced for t in outcomes)
+    out.write(f"**{len(outcomes)} tables, {rows} rows: {done} reproduced, "
+              f"{sum(t.rows_pending for t in outcomes)} pending; claims: {held} held, {not_held} not held, "
+              f"{pend} pending.**\n\n")
+    out.write("| Paper | Table | Caption | Rows | Reproduced | Pending | Claims held / not held / pending |\n")
+    out.write("|---|---|---|---|---|---|---|\n")
+    for t in outcomes:
+        s = t.spec
+        c = [o for _, _, o in t.claims]
+        caption = s.caption if len(s.caption) <= 70 else s.caption[:67] + "…"
+        out.write(f"| {PAPER_TITLES[s.paper]} | [{s.table}]({s.paper}/table{s.table}.md) | {caption} | "
+                  f"{t.rows_total} | {t.rows_reproduced} | {t.rows_pending} | "
+                  f"{c.count('held')} / {c.count('not held')} / {c.count('pending')} |\n")
+    not_held_claims = [(t.spec, cl) for t in outcomes for cl, _, o in t.claims if o == "not held"]
+    if not_held_claims:
+        out.write("\n## Claims that do not hold on this profile\n\n")
+        for spec, cl in not_held_claims:
+            out.write(f"- {PAPER_TITLES[spec.paper]} Table {spec.table}: {cl.text}\n")
+    out.write("\n" + reference_md)
+    return out.getvalue()

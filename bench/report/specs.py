@@ -1,0 +1,161 @@
+"""Result-table specifications: each paper table declared as data (``reports/specs/<paper>/table<N>.yaml``).
+
+A spec holds the paper's reported numbers verbatim, the experiment that reproduces each
+row (or ``reported-only`` for methods outside the four), and the paper's qualitative
+claims as comparisons between rows. Tables are rendered only from specs + metrics files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PAPERS = ("p2seg", "point2mask", "bestie", "jtsm")
+PAPER_FILES = {
+    "p2seg": "000_b325cd590f7f7e35.txt",
+    "point2mask": "001_55241044c8451b24.txt",
+    "bestie": "002_b4ab4560acbf480a.txt",
+    "jtsm": "003_8c15ab31db3b794f.txt",
+}
+#: Harness components that can reproduce a row: the four methods plus the shared stages.
+REPRODUCERS = ("p2seg", "bestie", "point2mask", "jtsm", "wsss", "segmentor", "reference")
+#: Metric keys a column may name (values in percent, counts as numbers); see docs/formats.md.
+METRIC_KEYS = (
+    *(f"voc.mAP{t}" for t in (25, 50, 70, 75)),
+    *(f"coco.{kind}.{m}" for kind in ("segm", "bbox") for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")),
+    *(f"pq.{m}{part}" for m in ("PQ", "SQ", "RQ") for part in ("", "_th", "_st")),
+    "semantic.mIoU",
+    "pseudo.n_iou50", "pseudo.n_iou70", "pseudo.n_iou90", "pseudo.mean_iou", "pseudo.tp50",
+    "wsod.AP50", "wsod.AP50_07", "wsod.CorLoc",
+)
+EMBEDDED_DATASETS = ("synth-voc", "synth-coco")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(_Strict):
+    key: str = Field(description="metric key in the metrics JSON (see METRIC_KEYS)")
+    label: str = Field(description="column header as printed in the paper")
+
+    @model_validator(mode="after")
+    def _known_key(self) -> "Column":
+        if self.key not in METRIC_KEYS:
+            raise ValueError(f"unknown metric key {self.key!r}; allowed: {', '.join(METRIC_KEYS)}")
+        return self
+
+
+class Experiment(_Strict):
+    """The harness experiment that reproduces a row: ``<method>/<variant>`` on the table's dataset."""
+
+    method: Literal[REPRODUCERS]  # type: ignore[valid-type]
+    variant: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    dataset: Literal[EMBEDDED_DATASETS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="overrides the table's reproduced_on for this row"
+    )
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}/{self.variant}"
+
+
+class Row(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    label: str
+    group: str | None = Field(default=None, description="section of the table (e.g. supervision)")
+    details: dict[str, str] = Field(default_factory=dict, description="extra printed columns (backbone, ...)")
+    reported: dict[str, float | None] = Field(default_factory=dict, description="metric key → number as printed")
+    reproduce: Experiment | Literal["reported-only"]
+
+
+class Claim(_Strict):
+    """A qualitative claim of the paper: ``left <op> right`` on ``metric``."""
+
+    text: str
+    left: str
+    op: Literal[">", ">=", "<", "<=", "~"]
+    right: str
+    metric: str
+    tolerance: float = Field(default=0.0, ge=0, description="for '~': |left − right| ≤ tolerance")
+
+
+class Sweep(_Strict):
+    """A table whose rows sweep one hyper-parameter: plotted as metric against ``x``."""
+
+    x_label: str
+    metric: str
+    x: dict[str, float] = Field(min_length=2, description="row id → value of the swept parameter")
+
+
+class TableSpec(_Strict):
+    paper: Literal[PAPERS]  # type: ignore[valid-type]
+    table: str = Field(pattern=r"^[0-9]+$", description="table number as in the paper")
+    caption: str
+    paper_dataset: str
+    reproduced_on: Literal[EMBEDDED_DATASETS]  # type: ignore[valid-type]
+    columns: list[Column] = Field(min_length=1)
+    rows: list[Row] = Field(min_length=1)
+    claims: list[Claim] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    sweep: Sweep | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TableSpec":
+        keys = {c.key for c in self.columns}
+        ids = [r.id for r in self.rows]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate row ids: {sorted(dup)}")
+        for row in self.rows:
+            extra = set(row.reported) - keys
+            if extra:
+                raise ValueError(f"row {row.id!r} reports keys not among the columns: {sorted(extra)}")
+            for key, value in row.reported.items():
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"row {row.id!r} {key}: not a finite number")
+        for claim in self.claims:
+            for side in (claim.left, claim.right):
+                if side not in ids:
+                    raise ValueError(f"claim {claim.text!r} names unknown row {side!r}")
+            if claim.metric not in keys:
+                raise ValueError(f"claim {claim.text!r} uses metric {claim.metric!r} that is not a column")
+        if self.sweep is not None:
+            if self.sweep.metric not in keys:
+                raise ValueError(f"sweep metric {self.sweep.metric!r} is not a column")
+            unknown = set(self.sweep.x) - set(ids)
+            if unknown:
+                raise ValueError(f"sweep names unknown rows: {sorted(unknown)}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.paper}/table{self.table}"
+
+
+class SpecError(ValueError):
+    """A spec file that does not parse or validate; the message names the file."""
+
+
+def load_spec(path: Path) -> TableSpec:
+    """Load and validate one spec file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+        spec = TableSpec.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    expected = f"table{spec.table}.yaml"
+    if path.name != expected or path.parent.name != spec.paper:
+        raise SpecError(f"{path}: a spec of {spec.paper} table {spec.table} must live at {spec.paper}/{expected}")
+    return spec
+
+
+def load_specs(root: Path) -> list[TableSpec]:
+    """Every spec under ``root`` (``<paper>/table<N>.yaml``), sorted by paper then table number."""
+    specs = [load_spec(p) for p in sorted(root.glob("*/table*.yaml"))]
+    return sorted(specs, key=lambda s: (PAPERS.index(s.paper), int(s.table)))

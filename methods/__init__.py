@@ -1,0 +1,1 @@
+"""Method implementations (one subpackage per method) and the reference rows. Never imports the pipeline."""

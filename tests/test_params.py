@@ -1,0 +1,73 @@
+"""params.yaml schema: defaults, profiles, and errors that name the key and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.config.loader import ParamsError, flatten, load_params, render_profile, validate_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_checked_in_params_yaml_is_the_rendered_embedded_profile():
+    assert yaml.safe_load((REPO / "params.yaml").read_text()) == render_profile("embedded")
+
+
+@pytest.mark.parametrize("profile", ["embedded", "smoke", "voc", "coco"])
+def test_every_profile_renders_to_valid_params_naming_itself(profile):
+    params = validate_params(render_profile(profile))
+    assert params.profile == profile
+
+
+def test_paper_default_hard_pixel_ratio_is_0_2():
+    assert render_profile("embedded")["mdm"]["hard_pixel_ratio"] == 0.2
+
+
+def test_out_of_range_value_names_key_and_bound():
+    raw = render_profile("embedded")
+    raw["mdm"]["hard_pixel_ratio"] = 1.7
+    with pytest.raises(ParamsError) as err:
+        validate_params(raw)
+    assert "mdm.hard_pixel_ratio = 1.7" in str(err.value)
+    assert "less than or equal to 1" in str(err.value)
+
+
+def test_unknown_key_is_rejected_with_the_allowed_keys():
+    raw = render_profile("embedded")
+    raw["mdm"]["hard_pixels"] = 0.3
+    with pytest.raises(ParamsError, match=r"mdm.hard_pixels: unknown key \(allowed here: hard_pixel_ratio\)"):
+        validate_params(raw)
+
+
+def test_unknown_section_is_rejected():
+    raw = render_profile("embedded") | {"optimizer": {}}
+    with pytest.raises(ParamsError, match="optimizer: unknown key"):
+        validate_params(raw)
+
+
+def test_wrong_type_names_the_key():
+    raw = render_profile("embedded")
+    raw["points"]["seed"] = "zero"
+    with pytest.raises(ParamsError, match="points.seed = 'zero'"):
+        validate_params(raw)
+
+
+def test_load_params_names_the_file_on_bad_yaml(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("mdm: [unclosed\n")
+    with pytest.raises(ParamsError, match=str(bad)):
+        load_params(bad)
+
+
+def test_flatten_gives_dotted_keys():
+    assert flatten({"mdm": {"hard_pixel_ratio": 0.2}, "profile": "x"}) == {
+        "mdm.hard_pixel_ratio": 0.2,
+        "profile": "x",
+    }
+
+
+def test_required_section_names_are_fixed():
+    sections = set(render_profile("embedded"))
+    assert sections == {"profile", "data", "points", "wsss", "bestie", "mdm", "point2mask", "jtsm",
+                        "segmentor", "eval", "tracking", "report"}

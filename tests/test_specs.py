@@ -1,0 +1,78 @@
+"""Table specs: every spec validates, and every reported number occurs verbatim in its paper's text."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.report.specs import PAPER_FILES, SpecError, TableSpec, load_spec, load_specs
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = REPO / "reports" / "specs"
+PAPERS_DIR = REPO.parent / "shared" / "papers"
+SPEC_FILES = sorted(SPECS.glob("*/table*.yaml"))
+EXPECTED_TABLES = {"p2seg": range(1, 7), "point2mask": range(1, 8), "bestie": range(1, 9), "jtsm": range(1, 9)}
+
+
+def test_every_table_of_the_four_papers_has_a_spec():
+    names = {s.name for s in load_specs(SPECS)}
+    expected = {f"{paper}/table{n}" for paper, tables in EXPECTED_TABLES.items() for n in tables}
+    assert names == expected
+
+
+def _reported_literals(path: Path) -> list[tuple[str, str, str]]:
+    """(row id, metric key, number as written in the YAML) for every reported cell."""
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    top = {k.value: v for k, v in root.value}
+    cells = []
+    for row in top["rows"].value:
+        fields = {k.value: v for k, v in row.value}
+        for key_node, value_node in fields.get("reported", yaml.MappingNode("", [])).value:
+            if value_node.value not in ("null", "~", ""):
+                cells.append((fields["id"].value, key_node.value, value_node.value))
+    return cells
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_reported_numbers_occur_verbatim_in_the_paper(path):
+    paper = path.parent.name
+    text_file = PAPERS_DIR / PAPER_FILES[paper]
+    if not text_file.exists():
+        pytest.fail(f"paper text {text_file} missing: the specs can only be checked beside ../shared/papers")
+    text = text_file.read_text(encoding="utf-8")
+    missing = [
+        f"{row}.{key}={literal}"
+        for row, key, literal in _reported_literals(path)
+        if not re.search(rf"(?<![\d.]){re.escape(literal)}(?!\d)", text)
+    ]
+    assert not missing, f"{path.name}: numbers not found in {text_file.name}: {missing}"
+
+
+def test_a_claim_naming_an_unknown_row_is_rejected(tmp_path):
+    spec = yaml.safe_load((SPECS / "p2seg" / "table5.yaml").read_text())
+    spec["claims"][0]["left"] = "no-such-row"
+    with pytest.raises(ValueError, match="no-such-row"):
+        TableSpec.model_validate(spec)
+
+
+def test_a_reported_key_outside_the_columns_is_rejected():
+    spec = yaml.safe_load((SPECS / "p2seg" / "table5.yaml").read_text())
+    spec["rows"][0]["reported"]["voc.mAP75"] = 1.0
+    with pytest.raises(ValueError, match="not among the columns"):
+        TableSpec.model_validate(spec)
+
+
+def test_an_unknown_metric_key_lists_the_allowed_ones():
+    spec = yaml.safe_load((SPECS / "p2seg" / "table5.yaml").read_text())
+    spec["columns"][0]["key"] = "voc.map50"
+    with pytest.raises(ValueError, match="unknown metric key 'voc.map50'"):
+        TableSpec.model_validate(spec)
+
+
+def test_a_spec_in_the_wrong_place_names_the_file(tmp_path):
+    target = tmp_path / "bestie" / "table5.yaml"
+    target.parent.mkdir()
+    target.write_text((SPECS / "p2seg" / "table5.yaml").read_text())
+    with pytest.raises(SpecError, match=str(target)):
+        load_spec(target)
