@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
-from datasets.panoptic_png import write_panoptic_png
+from datasets.canonical import ImageInfo
+from datasets.imageio import write_index_png, write_panoptic_png
 
 INSTANCES = "val_instances.json"
 PANOPTIC_JSON = "val_panoptic.json"
@@ -62,7 +62,7 @@ def write_semantic_png(path: Path, semantic: np.ndarray) -> None:
     """8-bit single-channel semantic index PNG (255 = void)."""
     if semantic.min(initial=0) < 0 or semantic.max(initial=0) > 255:
         raise ValueError(f"{path}: semantic indices must be in 0..255")
-    Image.fromarray(semantic.astype(np.uint8), mode="L").save(path)
+    write_index_png(path, semantic)
 
 
 class PanopticWriter:
@@ -73,9 +73,9 @@ class PanopticWriter:
         png_dir.mkdir(parents=True, exist_ok=True)
         self._annotations: list[dict[str, Any]] = []
 
-    def add(self, image: dict[str, Any], segments: Sequence[tuple[np.ndarray, int]]) -> None:
-        """Add one image: ``segments`` are (mask, category_id) pairs, non-overlapping; ids are 1..n."""
-        ids = np.zeros((image["height"], image["width"]), dtype=np.uint32)
+    def add(self, image: ImageInfo, segments: Sequence[tuple[np.ndarray, int]]) -> None:
+        """Add one image: ``segments`` are (mask, category_id) pairs; a later segment covers earlier ones."""
+        ids = np.zeros((image.height, image.width), dtype=np.uint32)
         infos = []
         for seg_id, (mask, cat) in enumerate(segments, start=1):
             ids[mask] = seg_id
@@ -90,9 +90,9 @@ class PanopticWriter:
         infos = [s for s in infos if s["id"] in present]
         for s in infos:
             s["area"] = int((ids == s["id"]).sum())
-        name = f"{Path(image['file_name']).stem}.png"
+        name = f"{image.stem}.png"
         write_panoptic_png(self.png_dir / name, ids)
-        self._annotations.append({"image_id": image["id"], "file_name": name, "segments_info": infos})
+        self._annotations.append({"image_id": image.id, "file_name": name, "segments_info": infos})
 
     def annotations(self) -> list[dict[str, Any]]:
         return list(self._annotations)

@@ -12,11 +12,8 @@ import shutil
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from bench import predictions as P
@@ -25,92 +22,67 @@ from bench.io import atomic_path, read_json, write_json
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage
+from datasets.canonical import CanonicalDataset, CanonicalSplit
 from methods.reference import group_by_nearest_point
 
 log = logging.getLogger(__name__)
-STAGE = declare_stage("reference")
+STAGE = declare_stage("reference", "data")
 #: Point mode the oracle grouping uses (BESTIE / P2Seg centre points).
 ORACLE_POINT_MODE = "center"
 
 
-class SplitData:
-    """The canonical ground truth of one split, indexed by image."""
-
-    def __init__(self, root: Path, split: str) -> None:
-        self.root, self.split = root, split
-        self.meta = read_json(root / "meta.json")
-        self.instances = read_json(root / split / "instances.json")
-        self.panoptic = read_json(root / split / "panoptic.json")
-        self.images = sorted(self.instances["images"], key=lambda im: im["id"])
-        self.anns: dict[int, list[dict]] = defaultdict(list)
-        for ann in self.instances["annotations"]:
-            self.anns[ann["image_id"]].append(ann)
-        self.pan = {a["image_id"]: a for a in self.panoptic["annotations"]}
-        self.semantic_to_cat = list(self.meta["semantic_classes"])
-        self.cat_to_semantic = {c: i for i, c in enumerate(self.semantic_to_cat)}
-        self.isthing = {c["id"]: bool(c["isthing"]) for c in self.meta["categories"]}
-
-    def semantic(self, image: dict) -> np.ndarray:
-        with Image.open(self.root / self.split / "semantic" / f"{Path(image['file_name']).stem}.png") as img:
-            return np.asarray(img)
-
-
-def _ground_truth(data: SplitData, points: dict[int, list[dict]], out: Path, *, is_val: bool) -> list[dict]:
-    """GT instances as predictions (score 1); for val also GT panoptic and semantic maps."""
+def _ground_truth(split: CanonicalSplit, points: dict[int, list[dict]], out: Path, *, is_val: bool) -> list[dict]:
+    """GT instances as predictions (score 1); for val also the GT panoptic and semantic maps."""
     records: list[dict] = []
-    for image in data.images:
-        for ann in data.anns[image["id"]]:
+    for image in split.images:
+        for ann in split.annotations(image.id):
             if ann.get("iscrowd", 0):
                 continue
-            record = {"image_id": image["id"], "category_id": ann["category_id"], "segmentation": ann["segmentation"],
+            record = {"image_id": image.id, "category_id": ann["category_id"], "segmentation": ann["segmentation"],
                       "bbox": ann["bbox"], "score": 1.0}
             if not is_val:
                 record["point_annotation_id"] = ann["id"]
             records.append(record)
     if is_val:
-        src = data.root / data.split
-        shutil.copytree(src / "panoptic", out / P.PANOPTIC_DIR)
-        shutil.copytree(src / "semantic", out / P.SEMANTIC_DIR)
-        pan = dict(data.panoptic)
-        pan["annotations"] = [dict(a, file_name=Path(a["file_name"]).name) for a in data.panoptic["annotations"]]
-        write_json(out / P.PANOPTIC_JSON, pan, indent=None)
+        shutil.copytree(split.root / "panoptic", out / P.PANOPTIC_DIR)
+        shutil.copytree(split.root / "semantic", out / P.SEMANTIC_DIR)
+        write_json(out / P.PANOPTIC_JSON, split.panoptic, indent=None)
     return records
 
 
-def _oracle_grouping(data: SplitData, points: dict[int, list[dict]], out: Path, *, is_val: bool) -> list[dict]:
+def _oracle_grouping(split: CanonicalSplit, points: dict[int, list[dict]], out: Path, *, is_val: bool) -> list[dict]:
     """GT semantic map split by nearest thing point; stuff classes as one segment each."""
+    dataset = split.dataset
     records: list[dict] = []
     writer = P.PanopticWriter(out / P.PANOPTIC_DIR) if is_val else None
     if is_val:
         (out / P.SEMANTIC_DIR).mkdir()
-    for image in tqdm(data.images, desc=f"oracle-grouping {data.split}", unit="img", leave=False):
-        semantic = data.semantic(image)
-        things = [p for p in points.get(image["id"], []) if p["isthing"]]
+    for image in tqdm(split.images, desc=f"oracle-grouping {split.name}", unit="img", leave=False):
+        semantic = split.semantic(image.id)
+        things = [p for p in points.get(image.id, []) if p["isthing"]]
         xy = np.array([[p["x"], p["y"]] for p in things], dtype=np.int64).reshape(-1, 2)
-        classes = np.array([data.cat_to_semantic[p["category_id"]] for p in things], dtype=np.int64)
+        classes = np.array([dataset.semantic_index(p["category_id"]) for p in things], dtype=np.int64)
         grouped = group_by_nearest_point(semantic, xy, classes)
         masks = [grouped == i + 1 for i in range(len(things))]
         keep = [i for i, m in enumerate(masks) if m.any()]
         records += P.instance_records(
-            image["id"], [masks[i] for i in keep], [things[i]["category_id"] for i in keep], [1.0] * len(keep),
+            image.id, [masks[i] for i in keep], [things[i]["category_id"] for i in keep], [1.0] * len(keep),
             point_annotation_ids=None if is_val else [things[i]["annotation_id"] for i in keep],
         )
         if writer is not None:
             segments = [(masks[i], things[i]["category_id"]) for i in keep]
             for index in np.unique(semantic):
-                cat = data.semantic_to_cat[index] if index != 255 else None
-                if cat is not None and not data.isthing[cat]:
+                cat = dataset.semantic_classes[index] if index != dataset.void_label else None
+                if cat is not None and not dataset.category_by_id[cat].isthing:
                     segments.append((semantic == index, cat))
             writer.add(image, segments)
-            P.write_semantic_png(out / P.SEMANTIC_DIR / f"{Path(image['file_name']).stem}.png", semantic)
+            P.write_semantic_png(out / P.SEMANTIC_DIR / f"{image.stem}.png", semantic)
     if writer is not None:
-        pan_images = [{k: im[k] for k in ("id", "file_name", "height", "width")} for im in data.images]
-        write_json(out / P.PANOPTIC_JSON, {"images": pan_images, "annotations": writer.annotations(),
-                                           "categories": data.meta["categories"]}, indent=None)
+        write_json(out / P.PANOPTIC_JSON, {"images": split.panoptic["images"], "annotations": writer.annotations(),
+                                           "categories": dataset.meta["categories"]}, indent=None)
     return records
 
 
-Variant = Callable[[SplitData, dict[int, list[dict]], Path], list[dict[str, Any]]]
 VARIANTS: Registry[Callable[..., list[dict]]] = Registry("reference variant")
 VARIANTS.add("ground-truth", _ground_truth)
 VARIANTS.add("oracle-grouping", _oracle_grouping)
@@ -133,13 +105,13 @@ def _handle(args: argparse.Namespace) -> int:
     build = VARIANTS.get(args.variant)
     with run_stage(STAGE, params_path=Path(args.params), method="reference", variant=args.variant,
                    dataset=args.dataset) as ctx:
-        root = canonical_dir(args.dataset)
-        meta = read_json(root / "meta.json")
-        train, val = _split_names(meta)
+        dataset = CanonicalDataset(canonical_dir(args.dataset))
+        slot = getattr(ctx.params.data, args.dataset)
+        train, val = slot.train_split, slot.val_split
         with atomic_path(run_dir(args.dataset, "reference", args.variant), directory=True) as out:
-            val_records = build(SplitData(root, val), _load_points(args.dataset, val), out, is_val=True)
+            val_records = build(dataset.split(val), _load_points(args.dataset, val), out, is_val=True)
             write_json(out / P.INSTANCES, val_records, indent=None)
-            pseudo = build(SplitData(root, train), _load_points(args.dataset, train), out, is_val=False)
+            pseudo = build(dataset.split(train), _load_points(args.dataset, train), out, is_val=False)
             write_json(out / P.PSEUDO, pseudo, indent=None)
             write_json(out / P.RUN_INFO, {"method": "reference", "variant": args.variant, "dataset": args.dataset,
                                           "train_split": train, "val_split": val,
@@ -148,11 +120,6 @@ def _handle(args: argparse.Namespace) -> int:
         log.info("%s/%s: %d val instances, %d train pseudo instances", args.dataset, args.variant,
                  len(val_records), len(pseudo))
     return 0
-
-
-def _split_names(meta: dict) -> tuple[str, str]:
-    """(train split, val split) of a canonical dataset, as recorded by the prepare stage."""
-    return meta["train_split"], meta["val_split"]
 
 
 COMMANDS.add("reference", Command("reference rows: ground-truth (self-check) and oracle-grouping (ceiling)",

@@ -33,7 +33,9 @@ class DatasetSlot(Section):
 class DataParams(Section):
     voc: DatasetSlot = DatasetSlot(
         source="synth-voc",
-        synthetic={"image_size": [128, 128], "num_train": 240, "num_val": 80, "num_thing_classes": 6, "seed": 0},
+        train_split="train_aug",
+        synthetic={"image_size": [128, 128], "num_train": 160, "num_val": 80, "num_sbd_only": 100,
+                   "num_thing_classes": 6, "seed": 0},
     )
     coco: DatasetSlot = DatasetSlot(
         source="synth-coco",

@@ -1,0 +1,1 @@
+"""Micro-benchmarks of WSIS-Bench components (run as modules: python -m bench.benchmarks.<name>)."""

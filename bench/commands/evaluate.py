@@ -1,0 +1,101 @@
+"""``bench evaluate`` — score a run directory against the ground truth (stage ``evaluate``).
+
+Every metric family whose prediction file the run wrote is evaluated (the table below is
+data, not a chain of ifs); the result is one metrics JSON with provenance, a DVC metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import predictions as P
+from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.config.loader import flatten
+from bench.evaluation import evaluate_files
+from bench.io import read_json, write_json
+from bench.paths import canonical_dir, metrics_file, points_file, run_dir
+from bench.stages.base import declare_stage, run_stage
+from bench.tracking import git_state
+
+log = logging.getLogger(__name__)
+STAGE = declare_stage("evaluate", "eval")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family: evaluator kind, the run's prediction file it reads, the split, its options."""
+
+    kind: str
+    prediction: str
+    split_key: str  # "train_split" or "val_split" in run.json
+    options: Callable[[Any, str, dict[str, Any]], dict[str, Any]]
+
+
+FAMILIES = (
+    Family("voc", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_thresholds": list(p.eval.voc_iou_thresholds)}),
+    Family("coco", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_types": list(p.eval.coco_iou_types)}),
+    Family("pq", P.PANOPTIC_JSON, "val_split", lambda p, slot, run: {"workers": p.eval.workers}),
+    Family("semantic", P.SEMANTIC_DIR, "val_split", lambda p, slot, run: {}),
+    Family("pseudo", P.PSEUDO, "train_split",
+           lambda p, slot, run: {"points": points_file(slot, run["train_split"], run["points_mode"])}),
+)
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    slot_argument(parser)
+    parser.add_argument("--method", required=True, help="method (or reference / segmentor) that wrote the run")
+    parser.add_argument("--variant", required=True, help="variant (table row) of the run")
+    parser.add_argument("--seed", type=int, default=None, help="seed of a trained run (runs/.../seed<k>)")
+    params_argument(parser)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    with run_stage(STAGE, params_path=Path(args.params), method=args.method, variant=args.variant,
+                   dataset=args.dataset) as ctx:
+        folder = run_dir(args.dataset, args.method, args.variant)
+        if args.seed is not None:
+            folder = folder / f"seed{args.seed}"
+        run_info = read_json(folder / P.RUN_INFO)
+        gt_root = canonical_dir(args.dataset)
+        metrics: dict[str, float] = {}
+        counts: dict[str, Any] = {}
+        per_class: dict[str, Any] = {}
+        notes: list[str] = []
+        for family in FAMILIES:
+            prediction = folder / family.prediction
+            if not prediction.exists():
+                continue
+            result = evaluate_files(family.kind, gt_root=gt_root, split=run_info[family.split_key],
+                                    predictions=prediction, **family.options(ctx.params, args.dataset, run_info))
+            data = result.to_dict()
+            metrics.update(data["metrics"])
+            counts[family.kind] = data["counts"]
+            per_class.update(data["per_class"])
+            notes += [f"{family.kind}: {n}" for n in data["notes"]]
+            log.info("%s: %s", family.kind, ", ".join(f"{k}={v:.2f}" for k, v in result.metrics.items()))
+        if not counts:
+            raise ValueError(f"{folder}: no prediction files ({', '.join(f.prediction for f in FAMILIES)})")
+        seed = args.seed or 0
+        provenance = {
+            "dataset": args.dataset, "method": args.method, "variant": args.variant, "seed": seed,
+            "profile": ctx.profile, "run": run_info,
+            "eval_params": flatten({"eval": ctx.params.eval.model_dump(mode="json")}),
+            "git_commit": git_state().get("git.commit", "unknown"),
+            "python": platform.python_version(), "host": platform.node(),
+        }
+        out = metrics_file(args.dataset, args.method, args.variant, seed)
+        write_json(out, {"metrics": metrics, "counts": counts, "per_class": per_class, "notes": notes,
+                         "provenance": provenance})
+        ctx.run.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        ctx.run.log_artifact(out)
+    return 0
+
+
+COMMANDS.add("evaluate", Command("score a run's predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality)",
+                                 _configure, _handle))

@@ -1,0 +1,201 @@
+"""COCO AP (segm and bbox) — pycocotools ``COCOeval``, unchanged.
+
+The evaluator validates and collects result records per image, then hands them to
+``COCO.loadRes`` + ``COCOeval(evaluate, accumulate, summarize)`` with default parameters
+(IoU 0.50:0.05:0.95, area ranges all/small/medium/large, maxDets 1/10/100). ``stats[0..5]``
+become ``coco.<iouType>.AP|AP50|AP75|APs|APm|APl`` × 100; a ``-1`` (no ground truth for that
+setting, e.g. no small objects) is reported as NaN, counted and explained in the notes.
+
+Choices made around the unchanged COCOeval, each documented in docs/evaluation.md:
+
+- Image set: every image of the ground truth (``params.imgIds`` default), as evaluating a results
+  file against an annotation file does; images without predictions simply have none.
+- segm area (``segm_area="mask"``, default): ``loadRes`` takes a result's area from its box when
+  a ``bbox`` is present and from its mask otherwise. For segm evaluation the boxes are dropped so
+  the area ranges (APs/APm/APl) use mask areas — what mmdetection does; detectron2 keeps the
+  boxes (``segm_area="bbox"``). AP/AP50/AP75 do not depend on it.
+- bbox evaluation: results without ``bbox`` get ``pycocotools.mask.toBbox`` of their mask.
+- Empty predictions: ``loadRes`` rejects an empty list; an empty result set is built directly,
+  so every category with ground truth gets AP 0.
+- Detections beyond ``maxDets[-1]`` (100) per (image, category) are never looked at by COCOeval;
+  their number is counted in ``coco.dets_beyond_maxdets``.
+- COCOeval's console output goes to the ``bench.evaluation.coco`` logger (DEBUG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, register_evaluator
+from bench.evaluation.gt import CanonicalGT
+from bench.evaluation.records import load_instance_predictions, validate_instance_records
+
+log = logging.getLogger(__name__)
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("segm", "bbox")
+
+
+@contextlib.contextmanager
+def _quiet(what: str):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        yield
+    text = buf.getvalue().strip()
+    if text:
+        log.debug("%s:\n%s", what, text)
+
+
+def _coco_from_dict(dataset: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = dataset
+    with _quiet("COCO.createIndex"):
+        coco.createIndex()
+    return coco
+
+
+@register_evaluator("coco")
+class COCOEvaluator(Evaluator):
+    """COCO AP via pycocotools for one or both iou types."""
+
+    def __init__(self, gt: CanonicalGT, *, iou_types: Sequence[str] = IOU_TYPES, segm_area: str = "mask") -> None:
+        super().__init__()
+        self.gt = gt
+        self.iou_types = tuple(iou_types)
+        bad = [t for t in self.iou_types if t not in IOU_TYPES]
+        if bad or not self.iou_types:
+            raise EvaluationError(f"coco: iou_types must be a non-empty subset of {IOU_TYPES}, got {list(iou_types)}")
+        if segm_area not in ("mask", "bbox"):
+            raise EvaluationError(f"coco: segm_area must be 'mask' or 'bbox', got {segm_area!r}")
+        self.segm_area = segm_area
+        self._images: dict[int, list[dict]] = {}
+
+    def signature(self) -> tuple:
+        return (self.gt.fingerprint(), self.iou_types, self.segm_area)
+
+    def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:
+        """Collect one image's result records ``{category_id, score, segmentation?, bbox?}``."""
+        image_id = int(image_id)
+        if image_id not in self.gt.image_by_id:
+            raise EvaluationError(f"coco: image_id {image_id} is not an image of {self.gt.instances_path}")
+        if image_id in self._images:
+            raise EvaluationError(f"coco: image {image_id} processed twice")
+        if not validated:
+            records = validate_instance_records(
+                [dict(r, image_id=image_id) for r in records], self.gt, source=f"predictions of image {image_id}",
+                need_mask="segm" in self.iou_types, need_bbox="bbox" in self.iou_types).by_image.get(image_id, [])
+        for r in records:
+            if "segm" in self.iou_types and r.get("segmentation") is None:
+                raise EvaluationError(f"coco: image {image_id}: record {r.get('index')} has no segmentation "
+                                      "(needed for iou_type 'segm')")
+            if "bbox" in self.iou_types and r.get("bbox") is None:
+                raise EvaluationError(f"coco: image {image_id}: record {r.get('index')} has no bbox")
+        self._images[image_id] = list(records)
+        self._counts["coco.images"] += 1
+        self._counts["coco.predictions"] += len(records)
+        if not records:
+            self._counts["coco.images_without_predictions"] += 1
+
+    def _merge_state(self, other: "COCOEvaluator") -> None:
+        dup = self._images.keys() & other._images.keys()
+        if dup:
+            raise EvaluationError(f"coco: cannot merge, images processed in both: {sorted(dup)[:10]}")
+        self._images.update(other._images)
+
+    def _results(self, iou_type: str) -> list[dict]:
+        out = []
+        for image_id in sorted(self._images, key=self.gt.image_index.__getitem__):
+            for r in self._images[image_id]:
+                rec = {"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"]}
+                if iou_type == "segm":
+                    rec["segmentation"] = dict(r["segmentation"])
+                    if self.segm_area == "bbox":  # loadRes then takes the area from the box (detectron2)
+                        box = r.get("bbox")
+                        rec["bbox"] = list(box) if box is not None else [float(v) for v in mask_utils.toBbox(r["segmentation"])]
+                else:
+                    rec["bbox"] = list(r["bbox"])
+                out.append(rec)
+        return out
+
+    def _count_beyond_maxdets(self, max_det: int) -> int:
+        n = 0
+        for recs in self._images.values():
+            per_cat: dict[int, int] = {}
+            for r in recs:
+                per_cat[r["category_id"]] = per_cat.get(r["category_id"], 0) + 1
+            n += sum(max(0, c - max_det) for c in per_cat.values())
+        return n
+
+    def run_cocoeval(self, iou_type: str) -> COCOeval:
+        """Build ``COCOeval`` on the ground truth and the collected results and run it (quietly)."""
+        gt_dataset = dict(self.gt.instances)
+        gt_dataset["annotations"] = [dict(a) for a in self.gt.instances["annotations"]]  # COCOeval adds 'ignore'
+        coco_gt = _coco_from_dict(gt_dataset)
+        results = self._results(iou_type)
+        if results:
+            with _quiet("COCO.loadRes"):
+                coco_dt = coco_gt.loadRes(results)
+        else:  # loadRes rejects an empty list: an empty result set, as loadRes would build it
+            coco_dt = _coco_from_dict({"images": list(gt_dataset["images"]),
+                                       "categories": copy.deepcopy(gt_dataset["categories"]), "annotations": []})
+        ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        with _quiet(f"COCOeval({iou_type})"):
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        return ev
+
+    def summarize(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        self._per_class: dict[str, dict[str, float]] = {}
+        self._counts["coco.images_not_processed"] = len(self.gt.image_by_id) - len(self._images)
+        self._counts["coco.gt_instances"] = len(self.gt.instances["annotations"])
+        self._counts["coco.gt_crowd"] = sum(1 for a in self.gt.instances["annotations"] if a.get("iscrowd", 0))
+        for iou_type in self.iou_types:
+            ev = self.run_cocoeval(iou_type)
+            self._counts["coco.dets_beyond_maxdets"] = self._count_beyond_maxdets(ev.params.maxDets[-1])
+            for name, v in zip(STAT_NAMES, ev.stats[:6]):
+                key = f"coco.{iou_type}.{name}"
+                if v == -1:
+                    out[key] = float("nan")
+                    self._counts[f"{key}.nan"] = 1
+                    self._note(f"{key} is NaN: pycocotools returned -1 (no ground truth in that IoU/area setting)")
+                else:
+                    out[key] = float(v) * 100
+            # per class AP (IoU .50:.95, area all, maxDets 100), as detectron2 reports it
+            precision = ev.eval["precision"]
+            per = {}
+            for k, cid in enumerate(ev.params.catIds):
+                p = precision[:, :, k, 0, -1]
+                p = p[p > -1]
+                per[self.gt.category_name(cid)] = float(np.mean(p)) * 100 if p.size else float("nan")
+            self._per_class[f"coco.{iou_type}.AP"] = per
+        return out
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        if not hasattr(self, "_per_class"):
+            self.summarize()
+        return self._per_class
+
+    @classmethod
+    def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
+        check_options("coco", options, {"iou_types", "segm_area", "check_rle"})
+        check_rle = options.pop("check_rle", True)
+        iou_types = tuple(options.get("iou_types", IOU_TYPES))
+        gt = CanonicalGT.load(gt_root, split)
+        preds = load_instance_predictions(predictions, gt, need_mask="segm" in iou_types,
+                                          need_bbox="bbox" in iou_types, check_rle=check_rle)
+        ev = cls(gt, **options)
+        for im in gt.images:
+            ev.process(int(im["id"]), preds.by_image.get(int(im["id"]), []), validated=True)
+        return ev.result()

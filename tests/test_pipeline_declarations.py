@@ -1,0 +1,44 @@
+"""dvc.yaml declares, for every stage, exactly the params sections its code reads."""
+
+import importlib
+from pathlib import Path
+
+import yaml
+
+from bench.commands import COMMAND_MODULES
+from bench.stages.base import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+#: dvc.yaml stage → the stage kind its command runs.
+STAGE_KIND = {"prepare": "prepare", "points": "points", "reference": "reference",
+              "evaluate-reference": "evaluate", "report": "report"}
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _roots(params: list) -> set[str]:
+    return {str(p).split(".")[0] for p in params}
+
+
+def test_every_dvc_stage_runs_a_registered_stage_kind():
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    assert set(_dvc_stages()) == set(STAGE_KIND)
+    assert set(STAGE_KIND.values()) <= set(STAGES)
+
+
+def test_declared_params_match_the_sections_the_stage_reads():
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    for name, stage in _dvc_stages().items():
+        body = stage.get("do", stage)
+        declared = _roots(body.get("params", []))
+        reads = {s.split(".")[0] for s in STAGES.get(STAGE_KIND[name]).sections}
+        assert declared == reads, f"dvc.yaml stage {name!r}: declares {sorted(declared)}, code reads {sorted(reads)}"
+
+
+def test_tracking_is_never_a_dependency():
+    for name, stage in _dvc_stages().items():
+        assert "tracking" not in _roots(stage.get("do", stage).get("params", [])), name
