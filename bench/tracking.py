@@ -19,10 +19,13 @@ import fcntl
 import logging
 import os
 import platform
+import shutil
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,8 +67,10 @@ def git_state(root: Path | None = None) -> dict[str, str]:
 
 
 def device_name() -> str:
-    import torch
-
+    """The accelerator a stage can use; without importing torch in stages that never load it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return "cpu (torch not loaded)"
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
@@ -81,35 +86,111 @@ def _with_retry(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-@dataclass
 class Run:
-    """A handle to log into the active stage run; does nothing when tracking is disabled."""
+    """The MLflow run of one stage execution.
 
-    active: bool
-    run_id: str | None = None
-    _step_buffer: list[Any] = field(default_factory=list)
+    Connecting to MLflow (its import alone takes seconds) happens in a background thread
+    while the stage works; what the stage logs before the connection is ready is buffered
+    with its original timestamps and written as soon as it is. Inactive when tracking is off.
+    """
+
+    def __init__(self, *, active: bool, experiment: str = "", run_name: str = "",
+                 params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
+        self.active = active
+        self.run_id: str | None = None
+        self._client: Any = None
+        self._pending: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if active:
+            self._start_ms = int(time.time() * 1000)
+            self._thread = threading.Thread(
+                target=self._connect, args=(experiment, run_name, dict(params or {}), dict(tags or {})), daemon=True
+            )
+            self._thread.start()
+
+    def _connect(self, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, Any]) -> None:
+        try:
+            from mlflow.entities import Param, RunTag
+            from mlflow.tracking import MlflowClient
+
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            with _store_lock():  # the first client of a new SQLite store creates its tables
+                client = MlflowClient(tracking_uri=tracking_uri())
+                exp = _with_retry(lambda: client.get_experiment_by_name(experiment))
+                exp_id = exp.experiment_id if exp else _with_retry(lambda: client.create_experiment(experiment))
+                run = _with_retry(lambda: client.create_run(exp_id, start_time=self._start_ms,
+                                                            tags={"mlflow.runName": run_name}, run_name=run_name))
+            self.run_id = run.info.run_id
+            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+                chunk = items[start : start + 100]
+                _with_retry(lambda chunk=chunk: client.log_batch(self.run_id, params=chunk))
+            tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
+            _with_retry(lambda: client.log_batch(self.run_id, tags=tag_list))
+            with self._lock:
+                self._client = client
+            self._flush()
+        except BaseException as exc:  # reported by finish()
+            self._error = exc
+
+    def _flush(self) -> None:
+        with self._lock:
+            if self._client is None:
+                return
+            pending, self._pending = self._pending, []
+        from mlflow.entities import Metric, RunTag
+
+        metrics = [Metric(*item) for kind, item in pending if kind == "metric"]
+        tags = [RunTag(*item) for kind, item in pending if kind == "tag"]
+        for start in range(0, len(metrics), 1000):
+            chunk = metrics[start : start + 1000]
+            _with_retry(lambda chunk=chunk: self._client.log_batch(self.run_id, metrics=chunk))
+        if tags:
+            _with_retry(lambda: self._client.log_batch(self.run_id, tags=tags))
+        for kind, item in pending:
+            if kind == "artifact":
+                path, subdir = item
+                _with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path=subdir))
+
+    def _queue(self, kind: str, item: Any) -> None:
+        if not self.active:
+            return
+        with self._lock:
+            self._pending.append((kind, item))
+            ready = self._client is not None
+        if ready:
+            self._flush()
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        if not self.active:
-            return
-        import mlflow
-
-        clean = {k.replace("@", "_"): float(v) for k, v in metrics.items() if v is not None}
-        _with_retry(lambda: mlflow.log_metrics(clean, step=step))
+        now = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if value is not None:
+                self._queue("metric", (key.replace("@", "_"), float(value), now, step or 0))
 
     def log_artifact(self, path: Path, *, subdir: str | None = None) -> None:
+        """Log a file; it is copied at once (the stage may replace it later)."""
         if not self.active:
             return
-        import mlflow
-
-        _with_retry(lambda: mlflow.log_artifact(str(path), artifact_path=subdir))
+        staged = Path(tempfile.mkdtemp(prefix="mlflow-artifact-")) / Path(path).name
+        shutil.copy2(path, staged)
+        self._queue("artifact", (staged, subdir))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        if not self.active:
-            return
-        import mlflow
+        for key, value in tags.items():
+            self._queue("tag", (key, str(value)))
 
-        _with_retry(lambda: mlflow.set_tags({k: str(v) for k, v in tags.items()}))
+    def finish(self, status: str) -> None:
+        """Wait for the connection, write everything buffered, and end the run with ``status``."""
+        if not self.active or self._thread is None:
+            return
+        self._thread.join()
+        if self._error is not None:
+            raise RuntimeError(f"MLflow tracking at {tracking_uri()} failed: {self._error}") from self._error
+        self._flush()
+        _with_retry(lambda: self._client.set_terminated(self.run_id, status=status,
+                                                        end_time=int(time.time() * 1000)))
 
 
 @contextlib.contextmanager
@@ -142,33 +223,20 @@ def stage_run(
     if not enabled:
         yield Run(active=False)
         return
-    import mlflow
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
-    with _store_lock():
-        exp = _with_retry(lambda: mlflow.set_experiment(experiment))
-        active = _with_retry(lambda: mlflow.start_run(run_name=run_name, experiment_id=exp.experiment_id))
-    run = Run(active=True, run_id=active.info.run_id)
     all_tags = {
         **tags,
         **git_state(repo_root()),
         "host": platform.node(),
-        "device": device_name(),
         "dvc.stage": os.environ.get("DVC_STAGE", ""),
         "dvc.experiment": os.environ.get("DVC_EXP_NAME", ""),
     }
+    run = Run(active=True, experiment=experiment, run_name=run_name, params=params, tags=all_tags)
     try:
-        run.set_tags(all_tags)
-        items = [(k, str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-            chunk = dict(items[start : start + 100])
-            _with_retry(lambda chunk=chunk: mlflow.log_params(chunk))
         yield run
     except BaseException as exc:
+        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000], "device": device_name()})
         with contextlib.suppress(Exception):
-            run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
-        _with_retry(lambda: mlflow.end_run(status="FAILED"))
+            run.finish("FAILED")
         raise
-    else:
-        _with_retry(lambda: mlflow.end_run(status="FINISHED"))
+    run.set_tags({"device": device_name()})
+    run.finish("FINISHED")

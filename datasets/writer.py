@@ -339,6 +339,7 @@ class CanonicalWriter:
         self.workers, self.progress = workers, progress
         self.summaries: dict[str, SplitSummary] = {}
         self._tmp: Path | None = None
+        self._pool = None
 
     @property
     def staging(self) -> Path:
@@ -355,6 +356,10 @@ class CanonicalWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         tmp, self._tmp = self._tmp, None
+        if self._pool is not None:
+            self._pool.terminate() if exc_type is not None else self._pool.close()
+            self._pool.join()
+            self._pool = None
         try:
             if exc_type is None:
                 self._commit(tmp)
@@ -398,9 +403,10 @@ class CanonicalWriter:
         if self.workers <= 1:
             yield from map(fn, items)
             return
-        # spawn, not fork: the caller may hold threads (tracking clients, OpenCV pools) that fork would copy mid-lock
-        with multiprocessing.get_context("spawn").Pool(self.workers) as pool:
-            yield from pool.imap(fn, items, chunksize=4)
+        if self._pool is None:  # one pool for all splits
+            # spawn, not fork: the caller may hold threads (tracking clients, OpenCV pools) that fork would copy mid-lock
+            self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
+        yield from self._pool.imap(fn, items, chunksize=4)
 
     def _commit(self, tmp: Path) -> None:
         meta = {

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,6 +192,13 @@ def test_merge_of_shards_equals_one_pass_and_image_order_does_not_matter():
     for iid in reversed(list(preds)):  # processed out of order, in two shards
         (a if iid % 2 else b).process(iid, preds[iid])
     assert a.merge(b).summarize() == one
+    # across a process boundary only the state travels (no ground truth); it merges the same way
+    c, d = VOCInstanceEvaluator(gt), VOCInstanceEvaluator(gt)
+    for iid in preds:
+        (c if iid <= 2 else d).process(iid, preds[iid])
+    shipped = pickle.loads(pickle.dumps(d))
+    assert "gt" not in shipped.__dict__
+    assert c.merge(shipped).summarize() == one
     with pytest.raises(EvaluationError, match="different ground truth or options"):
         a.merge(VOCInstanceEvaluator(gt, iou_thresholds=(0.5,)))
 
@@ -197,6 +208,15 @@ def test_registry_rejects_duplicate_names():
     with pytest.raises(KeyError, match="already registered"):
         register_evaluator("voc")(type("Other", (VOCInstanceEvaluator,), {}))
     assert issubclass(EvaluationError, ValueError) and issubclass(VOCInstanceEvaluator, Evaluator)
+
+
+def test_evaluation_never_imports_methods_datasets_or_the_pipeline():
+    code = ("import sys, bench.evaluation; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('methods', 'datasets', 'torch') "
+            "or m.startswith(('bench.stages', 'bench.cli', 'bench.commands'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
 
 
 def test_unknown_option_and_duplicate_threshold_keys_are_errors(tmp_path):

@@ -109,9 +109,10 @@ def _fail_in_worker(item: int) -> ImageRecord:
     raise DatasetError("boom", path=f"/data/file{item}.png", record=f"image {item}")
 
 
-def test_worker_error_reaches_caller_intact(tmp_path: Path) -> None:
+def test_build_error_reaches_caller_intact(tmp_path: Path) -> None:
+    # worker processes (workers > 1, exercised in test_loaders_voc) send errors back pickled
     with pytest.raises(DatasetError) as info:
-        with CanonicalWriter(tmp_path / "out", name="t", source="test", categories=CATS, workers=2,
+        with CanonicalWriter(tmp_path / "out", name="t", source="test", categories=CATS,
                              progress=False) as w:
             w.write_split("val", [3, 4], build=_fail_in_worker)
     assert info.value.path == "/data/file3.png" and info.value.record == "image 3" and info.value.reason == "boom"

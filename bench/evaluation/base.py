@@ -80,8 +80,21 @@ class Evaluator(abc.ABC):
         """Metric key → value (percent for AP/PQ/IoU-type metrics; counts as numbers)."""
 
     @abc.abstractmethod
-    def signature(self) -> tuple:
+    def _signature(self) -> tuple:
         """What must be equal for two instances to be mergeable (GT identity + options)."""
+
+    #: attributes that do not travel between processes (the ground truth): an evaluator that was
+    #: pickled carries only its accumulated state and is meant to be merged into one built on the GT
+    _transient: ClassVar[tuple[str, ...]] = ("gt",)
+
+    def signature(self) -> tuple:
+        cached = self.__dict__.get("_signature_cache")
+        return cached if cached is not None else self._signature()
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._transient}
+        state["_signature_cache"] = self.signature()
+        return state
 
     def per_class(self) -> dict[str, dict[str, float]]:
         return {}

@@ -80,7 +80,7 @@ class COCOEvaluator(Evaluator):
         self.segm_area = segm_area
         self._images: dict[int, list[dict]] = {}
 
-    def signature(self) -> tuple:
+    def _signature(self) -> tuple:
         return (self.gt.fingerprint(), self.iou_types, self.segm_area)
 
     def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:

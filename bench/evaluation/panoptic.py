@@ -154,18 +154,11 @@ class PanopticEvaluator(Evaluator):
             self._gt_ann[iid] = a
         self._stats: dict[int, _CatStat] = {}
         self._done: set[int] = set()
-        self._signature = (gt.fingerprint(), len(self.gt_json["annotations"]), tuple(sorted(self.categories)))
 
-    def signature(self) -> tuple:
-        return self._signature
+    _transient = ("gt", "gt_json", "_gt_ann", "categories")
 
-    def __getstate__(self) -> dict:
-        """Only the accumulated state travels between processes (not the ground truth)."""
-        return {"_stats": self._stats, "_done": self._done, "_counts": self._counts, "_notes": self._notes,
-                "_signature": self._signature}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+    def _signature(self) -> tuple:
+        return (self.gt.fingerprint(), len(self.gt_json["annotations"]), tuple(sorted(self.categories)))
 
     def _stat(self, cat: int) -> _CatStat:
         s = self._stats.get(cat)

@@ -86,7 +86,7 @@ class PseudoLabelEvaluator(Evaluator):
         self._tp50: dict[int, int] = {}    # image id → TPs
         self._done: set[int] = set()
 
-    def signature(self) -> tuple:
+    def _signature(self) -> tuple:
         return (self.gt.fingerprint(), tuple(sorted(self.pointed)))
 
     def _gt_rle(self, ann: dict) -> dict:

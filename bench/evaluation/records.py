@@ -48,6 +48,11 @@ def _is_number(v: Any) -> bool:
 
 def normalize_rle(seg: Any) -> dict:
     """A compressed or uncompressed RLE dict → compressed RLE with ``counts`` as ``str``."""
+    if type(seg) is dict:  # fast path: the usual JSON form
+        size, counts = seg.get("size"), seg.get("counts")
+        if (type(counts) is str and type(size) is list and len(size) == 2 and type(size[0]) is int
+                and type(size[1]) is int and size[0] >= 0 and size[1] >= 0):
+            return {"size": size, "counts": counts}
     if not isinstance(seg, dict) or "size" not in seg or "counts" not in seg:
         raise ValueError("segmentation must be an RLE dict with 'size' and 'counts' (polygons are not accepted "
                          "for predictions)")

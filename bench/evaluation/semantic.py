@@ -38,7 +38,7 @@ class SemanticEvaluator(Evaluator):
         self.confusion = np.zeros((self.n, self.n + 1), np.int64)
         self._done: set[int] = set()
 
-    def signature(self) -> tuple:
+    def _signature(self) -> tuple:
         return (self.gt.fingerprint(), self.n)
 
     def gt_map(self, image_id: int) -> np.ndarray:

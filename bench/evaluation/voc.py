@@ -108,7 +108,7 @@ class VOCInstanceEvaluator(Evaluator):
         # image id → {label: (n_pos, sorted scores, matches int8 (T, n))}
         self._images: dict[int, dict[int, tuple[int, np.ndarray, np.ndarray]]] = {}
 
-    def signature(self) -> tuple:
+    def _signature(self) -> tuple:
         return (self.gt.fingerprint(), self.thresholds, self.use_07_metric, str(self.score_dtype))
 
     # -- ground truth -----------------------------------------------------------------

@@ -95,7 +95,7 @@ class WSODEvaluator(Evaluator):
         self.score_decimals = score_decimals
         self._images: dict[int, list[tuple[int, float, np.ndarray]]] = {}
 
-    def signature(self) -> tuple:
+    def _signature(self) -> tuple:
         return (self.gt.fingerprint(), self.iou_threshold, self.corloc_threshold, self.corloc_comparison,
                 self.score_decimals)
 
