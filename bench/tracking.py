@@ -51,6 +51,13 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def _artifact_location(experiment: str) -> str | None:
+    """With the default SQLite store, artifacts go to ``<repo root>/mlruns`` (not the cwd of a queued run)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None  # the server decides
+    return (repo_root() / "mlruns" / experiment.replace("/", "_")).as_uri()
+
+
 def git_state(root: Path | None = None) -> dict[str, str]:
     """Commit hash and dirty flag of the working tree (``unknown`` outside git)."""
     root = root or Path.cwd()
@@ -119,7 +126,8 @@ class Run:
             with _store_lock():  # the first client of a new SQLite store creates its tables
                 client = MlflowClient(tracking_uri=tracking_uri())
                 exp = _with_retry(lambda: client.get_experiment_by_name(experiment))
-                exp_id = exp.experiment_id if exp else _with_retry(lambda: client.create_experiment(experiment))
+                exp_id = exp.experiment_id if exp else _with_retry(
+                    lambda: client.create_experiment(experiment, artifact_location=_artifact_location(experiment)))
                 run = _with_retry(lambda: client.create_run(exp_id, start_time=self._start_ms,
                                                             tags={"mlflow.runName": run_name}, run_name=run_name))
             self.run_id = run.info.run_id

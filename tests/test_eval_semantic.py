@@ -75,6 +75,8 @@ def test_missing_file_and_size_mismatch_are_errors(tmp_path):
         evaluate_files("semantic", gt_root=tmp_path / "ds", split="val", predictions=tmp_path / "pred")
     with pytest.raises(EvaluationError, match="prediction is"):
         SemanticEvaluator(gt).process(1, np.zeros((3, 3), np.uint8))
+    with pytest.raises(EvaluationError, match="no prediction for the image with id: 1"):
+        SemanticEvaluator(gt).summarize()
 
 
 def test_merge_adds_confusion_matrices(tmp_path):

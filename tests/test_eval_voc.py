@@ -104,6 +104,8 @@ def test_greedy_match_takes_the_first_gt_on_equal_iou_and_marks_it():
 
 
 def test_ties_in_scores_follow_numpy_argsort_reversed():
+    # (numpy's default sort keeps ties of <= 16 elements in input order on the tested machines,
+    # numpy 1.26 and 2.4 on AVX2; numpy does not promise it — see docs/evaluation.md.)
     # One GT A; two predictions with the SAME score 0.5: one is A (TP), one is elsewhere (FP).
     # Per image, order = argsort()[::-1] of [.5, .5] = [1, 0]: the later record first. The global
     # sort reverses the tie again, so the record that comes FIRST in the file ranks first.

@@ -71,3 +71,17 @@ def test_required_section_names_are_fixed():
     sections = set(render_profile("embedded"))
     assert sections == {"profile", "data", "points", "wsss", "bestie", "mdm", "point2mask", "jtsm",
                         "segmentor", "eval", "tracking", "report"}
+
+
+def test_synthetic_generator_params_are_validated_at_params_load():
+    raw = render_profile("embedded")
+    raw["data"]["voc"]["synthetic"]["num_trian"] = 3
+    with pytest.raises(ParamsError, match=r"data.voc: .*unknown parameter\(s\) \['num_trian'\]"):
+        validate_params(raw)
+
+
+def test_synthetic_params_on_a_real_source_are_rejected():
+    raw = render_profile("voc")
+    raw["data"]["voc"]["synthetic"] = {"num_train": 3}
+    with pytest.raises(ParamsError, match="only for synthetic sources"):
+        validate_params(raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import platform
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from bench.io import read_json, write_json
 from bench.paths import canonical_dir, metrics_file, points_file, run_dir
 from bench.stages.base import declare_stage, run_stage
 from bench.tracking import git_state
+from bench.visualize import overlay_instances, save_rgb
+from datasets.canonical import CanonicalDataset
 
 log = logging.getLogger(__name__)
 STAGE = declare_stage("evaluate", "eval")
@@ -45,6 +48,21 @@ FAMILIES = (
     Family("pseudo", P.PSEUDO, "train_split",
            lambda p, slot, run: {"points": points_file(slot, run["train_split"], run["points_mode"])}),
 )
+
+
+def _log_overlays(ctx: Any, gt_root: Path, split_name: str, predictions: Path) -> None:
+    """Log the first ``tracking.overlays`` val images with their predicted instances to MLflow."""
+    if ctx.overlays == 0 or not predictions.exists():
+        return
+    split = CanonicalDataset(gt_root).split(split_name)
+    by_image: dict[int, list[dict]] = {}
+    for record in read_json(predictions):
+        by_image.setdefault(record["image_id"], []).append(record)
+    with tempfile.TemporaryDirectory() as tmp:
+        for image in split.images[: ctx.overlays]:
+            path = Path(tmp) / f"overlay_{image.stem.replace('/', '_')}.png"
+            save_rgb(path, overlay_instances(split.load_image(image.id), by_image.get(image.id, [])), scale=2)
+            ctx.run.log_artifact(path, subdir="overlays")
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +112,7 @@ def _handle(args: argparse.Namespace) -> int:
                          "provenance": provenance})
         ctx.run.log_metrics({k: v for k, v in metrics.items() if v is not None})
         ctx.run.log_artifact(out)
+        _log_overlays(ctx, gt_root, run_info["val_split"], folder / P.INSTANCES)
     return 0
 
 

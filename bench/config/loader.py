@@ -50,7 +50,8 @@ def _format_errors(source: str, exc: ValidationError) -> str:
             continue
         given = err.get("input")
         hint = _field_help(err["loc"])
-        lines.append(f"  {key} = {given!r}: {err['msg']}" + (f" [{hint}]" if hint else ""))
+        shown = f" = {given!r}" if not isinstance(given, (dict, list)) else ""
+        lines.append(f"  {key}{shown}: {err['msg']}" + (f" [{hint}]" if hint else ""))
     return "\n".join(lines)
 
 
@@ -100,9 +101,10 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, section by section; an explicit ``{}`` empties a mapping."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(merged.get(key), dict):
             merged[key] = _deep_merge(merged[key], value)
         else:
             merged[key] = value

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Ratio = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -28,6 +28,17 @@ class DatasetSlot(Section):
     train_split: str = Field(default="train", description="split used for training (VOC + SBD: train_aug)")
     val_split: str = Field(default="val", description="split used for evaluation")
     synthetic: dict[str, Any] = Field(default_factory=dict, description="generator params for synthetic sources")
+
+    @model_validator(mode="after")
+    def _synthetic_params_valid(self) -> "DatasetSlot":
+        """Generator params are checked here, at params load, not when the generator starts."""
+        from datasets.synthetic import PRESETS, make_params
+
+        if self.source in PRESETS:
+            make_params(self.source, **self.synthetic)  # raises ValueError naming the bad key
+        elif self.synthetic:
+            raise ValueError(f"'synthetic' params are only for synthetic sources ({', '.join(sorted(PRESETS))})")
+        return self
 
 
 class DataParams(Section):

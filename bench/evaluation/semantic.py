@@ -95,8 +95,10 @@ class SemanticEvaluator(Evaluator):
             return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
 
     def summarize(self) -> dict[str, float]:
-        missing = len(self.gt.image_by_id) - len(self._done)
-        self._counts["semantic.images_not_processed"] = missing
+        missing = [i for i in self.gt.image_by_id if i not in self._done]
+        if missing:  # an unprocessed image would silently drop its pixels from every class
+            raise EvaluationError(f"semantic: no prediction for the image with id: {missing[0]}"
+                                  + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         iou = self.iou_per_class()
         self._counts["semantic.classes_nan"] = int(np.isnan(iou).sum())
         names = [self.gt.category_name(c) for c in self.class_ids[: self.n]]

@@ -23,7 +23,8 @@ IoU is exact pixel IoU on the RLE masks at the original resolution, computed by
 chainercv's ``bitwise_and.sum() / bitwise_or.sum()``; both are rounded to float32 as chainercv
 stores them, and thresholds are compared in float32 (``iou < np.float32(t)``) as chainercv's
 ``iou.max(axis=1) < iou_thresh`` does on its float32 array. All thresholds are evaluated in one
-pass: the IoU matrix of an (image, label) is computed once and matched per threshold.
+pass: one pycocotools call per image (all predictions × all GT) gives the IoUs, whose per-label
+blocks are matched for every threshold.
 
 Ground truth: the non-crowd instances of ``instances.json`` (VOC void pixels are already outside
 every mask). chainercv has no notion of crowd: ``iscrowd=1`` instances (COCO) are left out of

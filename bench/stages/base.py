@@ -86,6 +86,7 @@ class StageContext:
     params: ParamsView
     profile: str
     run: Run
+    overlays: int  # pictures to log to MLflow (tracking.overlays; logging only, so no DVC dependency)
 
 
 @contextlib.contextmanager
@@ -121,7 +122,8 @@ def run_stage(
         params=flatten(declared),
         tags=tags,
     ) as run:
-        yield StageContext(ParamsView(params, info.sections), params.profile, run)
+        yield StageContext(ParamsView(params, info.sections), params.profile, run,
+                           params.tracking.overlays if params.tracking.enabled else 0)
 
 
 def _select(tree: dict[str, Any], dotted: str) -> Any:
