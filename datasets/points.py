@@ -6,8 +6,9 @@ Modes (docs/formats.md, "Weak labels: points"):
 - ``center``  — the mask pixel nearest the mask centroid (BESTIE / P2Seg centre points);
 - ``p10``     — ``k`` pixels drawn uniformly without replacement (Point2Mask's P10 rows).
 
-A point depends only on (seed, image id, annotation id, mode): the random stream of each
-target is seeded by exactly those numbers, so adding or removing other images or
+A point depends only on (seed, mode, image id, thing/stuff, annotation id): the random
+stream of each target is seeded by exactly those numbers (thing and stuff ids are separate
+id spaces in COCO panoptic), so adding or removing other images or
 annotations never moves it. Crowd regions get no points.
 """
 
@@ -57,7 +58,7 @@ def sample_points(target: Target, *, mode: PointMode, seed: int, count: int = 10
         cy, cx = ys.mean(), xs.mean()
         best = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))  # first pixel in row-major order on ties
         return [(int(xs[best]), int(ys[best]))]
-    rng = np.random.default_rng([seed, _MODE_STREAM[mode], target.image_id, target.annotation_id])
+    rng = np.random.default_rng([seed, _MODE_STREAM[mode], target.image_id, int(target.isthing), target.annotation_id])
     if mode == "uniform":
         picks = [int(rng.integers(n))]
     elif mode == "p10":

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import yaml
 
 from bench.registry import Registry
 
@@ -35,6 +38,17 @@ COMMAND_MODULES = (
     "bench.commands.evaluate",
     "bench.commands.report",
 )
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[1, 2]"]`` → ``{"a.b": 1, "c": [1, 2]}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def slot_argument(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.commands import COMMANDS, Command, params_argument, parse_assignments, slot_argument
 from bench.config.schema import DatasetSlot
 from bench.paths import DATA, canonical_dir
 from bench.stages.base import declare_stage, run_stage
@@ -92,12 +92,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     if args.action == "generate":
-        params = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-            params[key] = yaml.safe_load(value)
+        params = parse_assignments(args.set)
         summary = generate(args.preset, Path(args.out), if_exists="overwrite" if args.overwrite else "raise", **params)
         print(yaml.safe_dump(summary.to_dict(), sort_keys=False))
         return 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from bench.commands import COMMANDS, Command
+from bench.commands import COMMANDS, Command, parse_assignments
 from bench.config.loader import PROFILE_NAMES, dump_params, flatten, load_params, render_profile, validate_params
 from bench.io import write_text
 
@@ -27,23 +28,20 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--flat", action="store_true")
 
 
-def _set(tree: dict, dotted: str, raw_value: str) -> None:
+def _set(tree: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
         if not isinstance(node.get(key), dict):
             raise ValueError(f"--set {dotted}: {key!r} is not a section")
         node = node[key]
-    node[keys[-1]] = yaml.safe_load(raw_value)
+    node[keys[-1]] = value
 
 
 def _handle(args: argparse.Namespace) -> int:
     if args.action == "use":
         params = render_profile(args.profile)
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        for key, value in parse_assignments(args.set).items():
             _set(params, key, value)
         text = dump_params(params)
         validate_params(yaml.safe_load(text), source=f"profile {args.profile} with --set")

@@ -1,0 +1,99 @@
+"""Report rendering: Reported | Reproduced | Δ cells, seeds as mean ± std, claims, sweeps, self-check."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.commands.report import reference_section
+from bench.report.render import RenderContext, judge, render_index, render_table, sweep_rows
+from bench.report.specs import Claim, TableSpec
+
+SPEC = {
+    "paper": "p2seg", "table": "5", "caption": "Hard pixel ratio.", "paper_dataset": "VOC val",
+    "reproduced_on": "synth-voc",
+    "columns": [{"key": "voc.mAP50", "label": "mAP50"}],
+    "rows": [
+        {"id": "a", "label": "ratio 0.1", "reported": {"voc.mAP50": 52.0}, "reproduce": {"method": "p2seg", "variant": "a"}},
+        {"id": "b", "label": "ratio 0.2", "reported": {"voc.mAP50": 50.8}, "reproduce": {"method": "p2seg", "variant": "b"}},
+        {"id": "c", "label": "Other method", "reported": {"voc.mAP50": 40.0}, "reproduce": "reported-only"},
+    ],
+    "claims": [{"text": "a beats b", "left": "a", "op": ">", "right": "b", "metric": "voc.mAP50"}],
+    "sweep": {"x_label": "ratio", "metric": "voc.mAP50", "x": {"a": 0.1, "b": 0.2}},
+}
+
+
+def _metrics(root: Path, variant: str, seed: int, value: float, method: str = "p2seg") -> None:
+    path = root / "voc" / method / variant / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": {"voc.mAP50": value}, "provenance": {"git_commit": "abc"}}))
+
+
+def _ctx(root: Path, profile: str = "embedded") -> RenderContext:
+    return RenderContext(profile=profile, slot_datasets={"voc": "synth-voc", "coco": "synth-coco"}, seeds=[0, 1],
+                         commit="deadbeef", decimals=1, switches={}, metrics_root=root)
+
+
+def test_cells_show_reported_reproduced_and_delta(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    assert "| ratio 0.1 | 52.0 | 60.0 | +8.0 | reproduced |" in md
+    assert "| ratio 0.2 | 50.8 | – |  | pending (p2seg/b) |" in md
+    assert "| Other method | 40.0 | – |  | reported-only |" in md
+
+
+def test_several_seeds_show_mean_and_sample_std(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    _metrics(tmp_path, "a", 1, 62.0)
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    # mean 61, sample std sqrt(((60-61)^2 + (62-61)^2) / 1) = 1.414
+    assert "| ratio 0.1 | 52.0 | 61.0 ± 1.4 | +9.0 | reproduced |" in md
+
+
+def test_claims_are_judged_on_paper_and_reproduced_numbers(tmp_path):
+    _metrics(tmp_path, "a", 0, 40.0)
+    _metrics(tmp_path, "b", 0, 45.0)
+    outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
+    assert [(on_paper, ours) for _, on_paper, ours in outcome.claims] == [("held", "not held")]
+    assert "| a beats b | held | not held |" in outcome.markdown
+
+
+def test_a_claim_with_a_missing_side_is_pending():
+    claim = Claim(text="x", left="a", op=">", right="b", metric="voc.mAP50")
+    assert judge(claim, 1.0, None) == "pending"
+    assert judge(Claim(text="x", left="a", op="~", right="b", metric="m", tolerance=1.0), 41.8, 41.0) == "held"
+
+
+def test_synthetic_profiles_carry_the_not_comparable_note_and_paper_profiles_do_not(tmp_path):
+    spec = TableSpec.model_validate(SPEC)
+    assert "not comparable" in render_table(spec, _ctx(tmp_path, "embedded")).markdown
+    assert "not comparable" not in render_table(spec, _ctx(tmp_path, "voc")).markdown
+
+
+def test_header_names_profile_dataset_seeds_and_commits(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    assert "slot `voc` = `synth-voc` · profile `embedded` · seeds [0, 1]" in md
+    assert "Rendered at commit `deadbeef`; metrics from commit(s) `abc`" in md
+
+
+def test_sweep_points_are_ordered_by_x_with_pending_points_empty(tmp_path):
+    _metrics(tmp_path, "b", 0, 48.0)
+    points = sweep_rows(TableSpec.model_validate(SPEC), _ctx(tmp_path))
+    assert [(p["x"], p["reported"], p["reproduced"]) for p in points] == [(0.1, 52.0, None), (0.2, 50.8, 48.0)]
+
+
+def test_index_counts_rows_and_claims(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    _metrics(tmp_path, "b", 0, 45.0)
+    outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
+    index = render_index([outcome], _ctx(tmp_path), "")
+    assert "**1 tables, 3 rows: 2 reproduced, 0 pending; claims: 1 held, 0 not held, 0 pending.**" in index
+
+
+@pytest.mark.parametrize("value, verdict", [(100.0, "PASS"), (99.99999999999997, "PASS"), (99.5, "FAIL")])
+def test_reference_self_check_requires_100(tmp_path, value, verdict):
+    _metrics(tmp_path, "ground-truth", 0, value, method="reference")
+    text, failures = reference_section({"voc": "synth-voc"}, tmp_path)
+    assert f"Self-check: {verdict}" in text
+    assert bool(failures) == (verdict == "FAIL")
