@@ -76,3 +76,11 @@ def test_a_spec_in_the_wrong_place_names_the_file(tmp_path):
     target.write_text((SPECS / "p2seg" / "table5.yaml").read_text())
     with pytest.raises(SpecError, match=str(target)):
         load_spec(target)
+
+
+def test_rows_fed_by_an_experiment_are_found_across_tables():
+    from bench.report.specs import rows_fed_by
+
+    fed = rows_fed_by(load_specs(SPECS), slot="voc", method="p2seg", variant="hpr-0.2")
+    assert "p2seg/table5:hpr-0.2" in fed
+    assert rows_fed_by(load_specs(SPECS), slot="coco", method="p2seg", variant="hpr-0.2") == []

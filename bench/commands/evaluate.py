@@ -20,7 +20,8 @@ from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.config.loader import flatten
 from bench.evaluation import evaluate_files
 from bench.io import read_json, write_json
-from bench.paths import canonical_dir, metrics_file, points_file, run_dir
+from bench.paths import SPECS, canonical_dir, metrics_file, points_file, run_dir
+from bench.report.specs import load_specs, rows_fed_by
 from bench.stages.base import declare_stage, run_stage
 from bench.tracking import git_state
 from bench.visualize import overlay_instances, save_rgb
@@ -74,8 +75,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    feeds = rows_fed_by(load_specs(SPECS), slot=args.dataset, method=args.method, variant=args.variant)
     with run_stage(STAGE, params_path=Path(args.params), method=args.method, variant=args.variant,
-                   dataset=args.dataset) as ctx:
+                   dataset=args.dataset, feeds=tuple(feeds)) as ctx:
         folder = run_dir(args.dataset, args.method, args.variant)
         if args.seed is not None:
             folder = folder / f"seed{args.seed}"

@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.metrics import Aggregate, ExperimentResult, load_experiment
-from bench.report.specs import PAPER_FILES, Claim, Experiment, Row, TableSpec
-
-#: Embedded dataset of a spec → the pipeline slot that holds it in every profile.
-SLOT_OF = {"synth-voc": "voc", "synth-coco": "coco"}
+from bench.report.specs import PAPER_FILES, SLOT_OF, Claim, Experiment, Row, TableSpec, row_slot
 PAPER_TITLES = {"p2seg": "P2Seg", "point2mask": "Point2Mask", "bestie": "BESTIE", "jtsm": "JTSM"}
 #: Params section holding each reproducer's switches.
 SECTION_OF = {"p2seg": "mdm", "bestie": "bestie", "point2mask": "point2mask", "jtsm": "jtsm",
@@ -59,15 +56,11 @@ def _fmt_agg(agg: Aggregate | None, decimals: int) -> str:
     return f"{text} ± {_fmt(agg.std, decimals)}" if agg.n > 1 else text
 
 
-def _slot(spec: TableSpec, experiment: Experiment) -> str:
-    return SLOT_OF[experiment.dataset or spec.reproduced_on]
-
-
 def row_result(spec: TableSpec, row: Row, ctx: RenderContext) -> ExperimentResult | None:
     if not isinstance(row.reproduce, Experiment):
         return None
     e = row.reproduce
-    return load_experiment(_slot(spec, e), e.method, e.variant, ctx.metrics_root)
+    return load_experiment(row_slot(spec, e), e.method, e.variant, ctx.metrics_root)
 
 
 def row_status(row: Row, result: ExperimentResult | None) -> str:
@@ -104,7 +97,7 @@ class TableOutcome:
 
 def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
     results = {row.id: row_result(spec, row, ctx) for row in spec.rows}
-    slots = sorted({_slot(spec, r.reproduce) for r in spec.rows if isinstance(r.reproduce, Experiment)}
+    slots = sorted({row_slot(spec, r.reproduce) for r in spec.rows if isinstance(r.reproduce, Experiment)}
                    or {SLOT_OF[spec.reproduced_on]})
     commits = {res.provenance.get("git_commit", "unknown") for res in results.values() if res is not None}
     out = io.StringIO()

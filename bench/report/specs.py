@@ -33,6 +33,8 @@ METRIC_KEYS = (
     "wsod.AP50", "wsod.AP50_07", "wsod.CorLoc",
 )
 EMBEDDED_DATASETS = ("synth-voc", "synth-coco")
+#: Embedded dataset of a spec → the pipeline slot that holds it in every profile.
+SLOT_OF = {"synth-voc": "voc", "synth-coco": "coco"}
 
 
 class _Strict(BaseModel):
@@ -159,3 +161,20 @@ def load_specs(root: Path) -> list[TableSpec]:
     """Every spec under ``root`` (``<paper>/table<N>.yaml``), sorted by paper then table number."""
     specs = [load_spec(p) for p in sorted(root.glob("*/table*.yaml"))]
     return sorted(specs, key=lambda s: (PAPERS.index(s.paper), int(s.table)))
+
+
+def row_slot(spec: TableSpec, experiment: Experiment) -> str:
+    """The pipeline slot (``voc`` / ``coco``) an experiment row of ``spec`` runs on."""
+    return SLOT_OF[experiment.dataset or spec.reproduced_on]
+
+
+def rows_fed_by(specs: list[TableSpec], *, slot: str, method: str, variant: str) -> list[str]:
+    """``paper/table<N>:row`` for every spec row that the experiment ``method/variant`` on ``slot`` reproduces."""
+    return [
+        f"{spec.name}:{row.id}"
+        for spec in specs
+        for row in spec.rows
+        if isinstance(row.reproduce, Experiment)
+        and (row.reproduce.method, row.reproduce.variant) == (method, variant)
+        and row_slot(spec, row.reproduce) == slot
+    ]
