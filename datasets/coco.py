@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,15 +86,21 @@ def _categories(data: dict, path: Path, *, panoptic: bool) -> list[Category]:
     return cats
 
 
+def _new_id(rec: dict, kind: str, seen: Container[int], path: Path) -> tuple[int, str]:
+    """``rec``'s id and its record name ``"<kind> <id>"``, once the id is known to be an integer not in ``seen``."""
+    rid = rec.get("id")
+    record = f"{kind} {rid}"
+    if not isinstance(rid, int) or isinstance(rid, bool):
+        raise DatasetError(f"{kind} id must be an integer, got {rid!r}", path=path, record=record)
+    if rid in seen:
+        raise DatasetError(f"duplicate {kind} id", path=path, record=record)
+    return rid, record
+
+
 def _images(data: dict, path: Path) -> dict[int, dict]:
     images, names = {}, set()
     for im in _records(data, "images", path):
-        iid = im.get("id")
-        record = f"image {iid}"
-        if not isinstance(iid, int) or isinstance(iid, bool):
-            raise DatasetError(f"image id must be an integer, got {iid!r}", path=path, record=record)
-        if iid in images:
-            raise DatasetError("duplicate image id", path=path, record=record)
+        iid, record = _new_id(im, "image", images, path)
         name = safe_relpath(im.get("file_name"), path=path, record=record).as_posix()
         if name in names:
             raise DatasetError(f"duplicate image file name {name!r}", path=path, record=record)
@@ -107,12 +113,7 @@ def _images(data: dict, path: Path) -> dict[int, dict]:
 
 
 def _check_annotation(ann: dict, images: dict[int, dict], cats: dict[int, Category], ids: set, path: Path) -> None:
-    aid = ann.get("id")
-    record = f"annotation {aid}"
-    if not isinstance(aid, int) or isinstance(aid, bool):
-        raise DatasetError(f"annotation id must be an integer, got {aid!r}", path=path, record=record)
-    if aid in ids:
-        raise DatasetError("duplicate annotation id", path=path, record=record)
+    aid, record = _new_id(ann, "annotation", ids, path)
     ids.add(aid)
     im = images.get(ann.get("image_id"))
     if im is None:

@@ -22,24 +22,16 @@ def chainercv_voc_ap(prec: np.ndarray | None, rec: np.ndarray | None, *, use_07_
     """chainercv ``calc_detection_voc_ap`` for a single class."""
     if prec is None or rec is None:
         return float("nan")
-    if use_07_metric:
-        ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
-            if np.sum(rec >= t) == 0:
-                p = 0
-            else:
-                p = np.max(np.nan_to_num(prec)[rec >= t])
-            ap += p / 11
-        return float(ap)
-    mpre = np.concatenate(([0], np.nan_to_num(prec), [0]))
-    mrec = np.concatenate(([0], rec, [1]))
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    i = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+    return _voc_ap(rec, np.nan_to_num(prec), use_07_metric=use_07_metric)
 
 
 def devkit_voc_ap(rec: np.ndarray, prec: np.ndarray, *, use_07_metric: bool = False) -> float:
     """py-faster-rcnn / detectron2 ``voc_ap(rec, prec, use_07_metric)``."""
+    return _voc_ap(rec, prec, use_07_metric=use_07_metric)
+
+
+def _voc_ap(rec: np.ndarray, prec: np.ndarray, *, use_07_metric: bool) -> float:
+    """The AP both references compute from a curve without NaN (chainercv makes NaN precisions 0 first)."""
     if use_07_metric:
         ap = 0.0
         for t in np.arange(0.0, 1.1, 0.1):

@@ -22,11 +22,16 @@ from __future__ import annotations
 import abc
 import math
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:  # gt.py and records.py import this module: their names are imported where they are used
+    from bench.evaluation.gt import CanonicalGT
+    from bench.evaluation.records import InstancePredictions
 
 
 class EvaluationError(ValueError):
@@ -61,6 +66,8 @@ class Evaluator(abc.ABC):
 
     #: registry name, set by :func:`register_evaluator`
     name: ClassVar[str] = ""
+    #: the canonical ground truth, set by every family's ``__init__``
+    gt: "CanonicalGT"
 
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
@@ -97,7 +104,10 @@ class Evaluator(abc.ABC):
         return state
 
     def per_class(self) -> dict[str, dict[str, float]]:
-        return {}
+        """What ``summarize()`` stored in ``self._per_class`` (it runs first if it has not yet); ``{}`` if none."""
+        if not hasattr(self, "_per_class"):
+            self.summarize()
+        return getattr(self, "_per_class", {})
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(self._counts.items()))
@@ -129,10 +139,57 @@ class Evaluator(abc.ABC):
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
         """Load canonical ground truth + the predictions and evaluate them."""
 
+    @classmethod
+    def _evaluate_instance_files(cls, gt_root: Path, split: str, predictions: Path, *, need: dict[str, bool],
+                                 check_rle: bool = True, **options: Any) -> EvaluationResult:
+        """``evaluate_files`` of a family fed instance records: load the ground truth and the records
+        (``need``: the ``need_*`` flags of :func:`~bench.evaluation.records.load_instance_predictions`),
+        build the evaluator with ``options`` and run :meth:`_process_predictions`."""
+        from bench.evaluation.gt import CanonicalGT
+        from bench.evaluation.records import load_instance_predictions
+
+        gt = CanonicalGT.load(gt_root, split)
+        preds = load_instance_predictions(predictions, gt, **need, check_rle=check_rle)
+        return cls(gt, **options)._process_predictions(preds)  # type: ignore[call-arg]
+
+    def _process_predictions(self, preds: "InstancePredictions") -> EvaluationResult:
+        """For a family fed instance records: process every ground-truth image in dataset order with its
+        validated records in ``preds`` (none when it has none) and return the result."""
+        for im in self.gt.images:
+            image_id = int(im["id"])
+            self.process(image_id, preds.by_image.get(image_id, []), validated=True)
+        return self.result()
+
     # -- helpers ----------------------------------------------------------------------
     def _note(self, text: str) -> None:
         if text not in self._notes:
             self._notes.append(text)
+
+    def _check_image_id(self, image_id: Any, done: Container[int], *, prefix: str | None = None) -> int:
+        """``int(image_id)`` once it is known to be an image of the ground truth and not in ``done``
+        (the images processed so far); the errors start with ``prefix`` (default: the family's name)."""
+        image_id = int(image_id)
+        prefix = self.name if prefix is None else prefix
+        if image_id not in self.gt.image_by_id:
+            raise EvaluationError(f"{prefix}: image_id {image_id} is not an image of {self.gt.instances_path}")
+        if image_id in done:
+            raise EvaluationError(f"{prefix}: image {image_id} processed twice")
+        return image_id
+
+    def _image_records(self, image_id: Any, records: list[dict], done: Container[int], *, validated: bool,
+                       what: str = "predictions", **need: bool) -> tuple[int, list[dict]]:
+        """The start of an instance family's ``process``: the checked image id (:meth:`_check_image_id`) and
+        its records, validated against the ground truth unless ``validated`` (``need``: the ``need_*``
+        flags of :func:`~bench.evaluation.records.validate_instance_records`; errors name
+        ``"<what> of image <id>"``)."""
+        from bench.evaluation.records import validate_instance_records
+
+        image_id = self._check_image_id(image_id, done)
+        if not validated:
+            records = validate_instance_records(
+                [dict(r, image_id=image_id) for r in records], self.gt, source=f"{what} of image {image_id}",
+                **need).by_image.get(image_id, [])
+        return image_id, records
 
 
 #: name → evaluator class

@@ -38,7 +38,6 @@ from pycocotools.cocoeval import COCOeval
 
 from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, register_evaluator
 from bench.evaluation.gt import CanonicalGT
-from bench.evaluation.records import load_instance_predictions, validate_instance_records
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +84,8 @@ class COCOEvaluator(Evaluator):
 
     def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:
         """Collect one image's result records ``{category_id, score, segmentation?, bbox?}``."""
-        image_id = int(image_id)
-        if image_id not in self.gt.image_by_id:
-            raise EvaluationError(f"coco: image_id {image_id} is not an image of {self.gt.instances_path}")
-        if image_id in self._images:
-            raise EvaluationError(f"coco: image {image_id} processed twice")
-        if not validated:
-            records = validate_instance_records(
-                [dict(r, image_id=image_id) for r in records], self.gt, source=f"predictions of image {image_id}",
-                need_mask="segm" in self.iou_types, need_bbox="bbox" in self.iou_types).by_image.get(image_id, [])
+        image_id, records = self._image_records(image_id, records, self._images, validated=validated,
+                                                need_mask="segm" in self.iou_types, need_bbox="bbox" in self.iou_types)
         for r in records:
             if "segm" in self.iou_types and r.get("segmentation") is None:
                 raise EvaluationError(f"coco: image {image_id}: record {r.get('index')} has no segmentation "
@@ -182,20 +174,9 @@ class COCOEvaluator(Evaluator):
             self._per_class[f"coco.{iou_type}.AP"] = per
         return out
 
-    def per_class(self) -> dict[str, dict[str, float]]:
-        if not hasattr(self, "_per_class"):
-            self.summarize()
-        return self._per_class
-
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
         check_options("coco", options, {"iou_types", "segm_area", "check_rle"})
-        check_rle = options.pop("check_rle", True)
         iou_types = tuple(options.get("iou_types", IOU_TYPES))
-        gt = CanonicalGT.load(gt_root, split)
-        preds = load_instance_predictions(predictions, gt, need_mask="segm" in iou_types,
-                                          need_bbox="bbox" in iou_types, check_rle=check_rle)
-        ev = cls(gt, **options)
-        for im in gt.images:
-            ev.process(int(im["id"]), preds.by_image.get(int(im["id"]), []), validated=True)
-        return ev.result()
+        return cls._evaluate_instance_files(gt_root, split, predictions, **options,
+                                            need={"need_mask": "segm" in iou_types, "need_bbox": "bbox" in iou_types})

@@ -185,29 +185,17 @@ def validate_instances_gt(instances: Any, path: Path) -> None:
             raise EvaluationError(f"{path}: missing list {key!r}")
     seen: set[int] = set()
     for i, im in enumerate(instances["images"]):
-        if not isinstance(im, dict) or not _is_int(im.get("id")):
-            raise EvaluationError(f"{path}: images[{i}]: missing or non-integer 'id'")
-        if im["id"] in seen:
-            raise EvaluationError(f"{path}: images[{i}]: duplicate image id {im['id']}")
-        seen.add(im["id"])
+        _check_new_id(im, seen, path, f"images[{i}]", "image")
         if not (_is_int(im.get("height")) and _is_int(im.get("width"))):
             raise EvaluationError(f"{path}: image {im['id']}: missing height/width")
-    cats = set()
+    cats: set[int] = set()
     for i, c in enumerate(instances["categories"]):
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise EvaluationError(f"{path}: categories[{i}]: missing or non-integer 'id'")
-        if c["id"] in cats:
-            raise EvaluationError(f"{path}: categories[{i}]: duplicate category id {c['id']}")
-        cats.add(c["id"])
+        _check_new_id(c, cats, path, f"categories[{i}]", "category")
     sizes = {im["id"]: (im["height"], im["width"]) for im in instances["images"]}
     ann_ids: set[int] = set()
     for i, a in enumerate(instances["annotations"]):
-        if not isinstance(a, dict) or not _is_int(a.get("id")):
-            raise EvaluationError(f"{path}: annotations[{i}]: missing or non-integer 'id'")
+        _check_new_id(a, ann_ids, path, f"annotations[{i}]", "annotation")
         where = f"annotation {a['id']}"
-        if a["id"] in ann_ids:
-            raise EvaluationError(f"{path}: annotations[{i}]: duplicate annotation id {a['id']}")
-        ann_ids.add(a["id"])
         if a.get("image_id") not in sizes:
             raise EvaluationError(f"{path}: {where}: image_id {a.get('image_id')!r} is not an image of the file")
         if a.get("category_id") not in cats:
@@ -217,6 +205,15 @@ def validate_instances_gt(instances: Any, path: Path) -> None:
             h, w = sizes[a["image_id"]]
             if list(seg.get("size", [])) != [h, w]:
                 raise EvaluationError(f"{path}: {where}: RLE size {seg.get('size')} differs from image size [{h}, {w}]")
+
+
+def _check_new_id(record: Any, seen: set[int], path: Path, where: str, kind: str) -> None:
+    """``record`` (``where`` in ``path``) is a dict with an integer ``id`` not in ``seen``, which it joins."""
+    if not isinstance(record, dict) or not _is_int(record.get("id")):
+        raise EvaluationError(f"{path}: {where}: missing or non-integer 'id'")
+    if record["id"] in seen:
+        raise EvaluationError(f"{path}: {where}: duplicate {kind} id {record['id']}")
+    seen.add(record["id"])
 
 
 def _is_int(v: Any) -> bool:

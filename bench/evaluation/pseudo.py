@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 
 from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, register_evaluator
 from bench.evaluation.gt import CanonicalGT, read_json
-from bench.evaluation.records import load_instance_predictions, validate_instance_records
+from bench.evaluation.records import load_instance_predictions
 from bench.evaluation.rle import to_compressed
 from bench.evaluation.voc import greedy_match, rle_iou_f32
 
@@ -95,15 +95,8 @@ class PseudoLabelEvaluator(Evaluator):
 
     def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:
         """One image's pseudo masks ``{category_id, segmentation, score?, point_annotation_id?}``."""
-        image_id = int(image_id)
-        if image_id not in self.gt.image_by_id:
-            raise EvaluationError(f"pseudo: image_id {image_id} is not an image of {self.gt.instances_path}")
-        if image_id in self._done:
-            raise EvaluationError(f"pseudo: image {image_id} processed twice")
-        if not validated:
-            records = validate_instance_records(
-                [dict(r, image_id=image_id) for r in records], self.gt, source=f"pseudo labels of image {image_id}",
-                need_mask=True, need_score=False).by_image.get(image_id, [])
+        image_id, records = self._image_records(image_id, records, self._done, validated=validated,
+                                                what="pseudo labels", need_mask=True, need_score=False)
         tagged: dict[int, list[dict]] = {}
         for r in records:
             tag = r.get("point_annotation_id")
@@ -186,11 +179,6 @@ class PseudoLabelEvaluator(Evaluator):
                                                for c, v in sorted(per_cat.items())}}
         return out
 
-    def per_class(self) -> dict[str, dict[str, float]]:
-        if not hasattr(self, "_per_class"):
-            self.summarize()
-        return self._per_class
-
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
         """``predictions``: pseudo labels (COCO instance JSON or results list); ``points``: the points file."""
@@ -202,7 +190,4 @@ class PseudoLabelEvaluator(Evaluator):
         points = read_json(points_path, "points file")
         preds = load_instance_predictions(predictions, gt, need_mask=True, need_score=False,
                                           check_rle=options.get("check_rle", True))
-        ev = cls(gt, points=points, points_source=str(points_path))
-        for im in gt.images:
-            ev.process(int(im["id"]), preds.by_image.get(int(im["id"]), []), validated=True)
-        return ev.result()
+        return cls(gt, points=points, points_source=str(points_path))._process_predictions(preds)

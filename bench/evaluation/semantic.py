@@ -49,11 +49,7 @@ class SemanticEvaluator(Evaluator):
 
     def process(self, image_id: int, pred: np.ndarray, *, source: str = "prediction") -> None:
         """One image: predicted index map ``(H, W)``."""
-        image_id = int(image_id)
-        if image_id not in self.gt.image_by_id:
-            raise EvaluationError(f"{source}: image_id {image_id} is not an image of {self.gt.instances_path}")
-        if image_id in self._done:
-            raise EvaluationError(f"{source}: image {image_id} processed twice")
+        image_id = self._check_image_id(image_id, self._done, prefix=source)
         gt = self.gt_map(image_id)
         pred = np.asarray(pred)
         if pred.shape != gt.shape:
@@ -107,11 +103,6 @@ class SemanticEvaluator(Evaluator):
         if np.isnan(iou).any():
             self._note("semantic: classes absent from both GT and predictions have IoU NaN, left out of the mean")
         return {"semantic.mIoU": nan_mean(iou.tolist()) * 100}
-
-    def per_class(self) -> dict[str, dict[str, float]]:
-        if not hasattr(self, "_per_class"):
-            self.summarize()
-        return self._per_class
 
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:

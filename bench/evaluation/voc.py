@@ -44,7 +44,6 @@ from pycocotools import mask as mask_utils
 from bench.evaluation.ap import chainercv_voc_ap
 from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, nan_mean, register_evaluator
 from bench.evaluation.gt import CanonicalGT
-from bench.evaluation.records import load_instance_predictions, validate_instance_records
 from bench.evaluation.rle import to_compressed
 
 DEFAULT_THRESHOLDS = (0.25, 0.5, 0.7, 0.75)
@@ -123,15 +122,7 @@ class VOCInstanceEvaluator(Evaluator):
     # -- contract ---------------------------------------------------------------------
     def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:
         """Accumulate one image's predictions: dicts ``{category_id, segmentation (RLE), score}``."""
-        image_id = int(image_id)
-        if image_id not in self.gt.image_by_id:
-            raise EvaluationError(f"voc: image_id {image_id} is not an image of {self.gt.instances_path}")
-        if image_id in self._images:
-            raise EvaluationError(f"voc: image {image_id} processed twice")
-        if not validated:
-            records = validate_instance_records(
-                [dict(r, image_id=image_id) for r in records], self.gt, source=f"predictions of image {image_id}",
-                need_mask=True).by_image.get(image_id, [])
+        image_id, records = self._image_records(image_id, records, self._images, validated=validated, need_mask=True)
         gt = self._gt_of(image_id)
         self._counts["voc.images"] += 1
         self._counts["voc.predictions"] += len(records)
@@ -221,18 +212,7 @@ class VOCInstanceEvaluator(Evaluator):
                        "(chainercv: rec is None when n_pos == 0)")
         return out
 
-    def per_class(self) -> dict[str, dict[str, float]]:
-        if not hasattr(self, "_per_class"):
-            self.summarize()
-        return self._per_class
-
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
         check_options("voc", options, {"iou_thresholds", "use_07_metric", "score_dtype", "check_rle"})
-        check_rle = options.pop("check_rle", True)
-        gt = CanonicalGT.load(gt_root, split)
-        preds = load_instance_predictions(predictions, gt, need_mask=True, check_rle=check_rle)
-        ev = cls(gt, **options)
-        for im in gt.images:
-            ev.process(int(im["id"]), preds.by_image.get(int(im["id"]), []), validated=True)
-        return ev.result()
+        return cls._evaluate_instance_files(gt_root, split, predictions, **options, need={"need_mask": True})

@@ -44,7 +44,6 @@ import numpy as np
 from bench.evaluation.ap import devkit_voc_ap
 from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, nan_mean, register_evaluator
 from bench.evaluation.gt import CanonicalGT
-from bench.evaluation.records import load_instance_predictions, validate_instance_records
 
 
 def box_iou(boxes: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -101,15 +100,8 @@ class WSODEvaluator(Evaluator):
 
     def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:
         """One image's detections ``{category_id, bbox: [x, y, w, h], score}`` (file order kept)."""
-        image_id = int(image_id)
-        if image_id not in self.gt.image_by_id:
-            raise EvaluationError(f"wsod: image_id {image_id} is not an image of {self.gt.instances_path}")
-        if image_id in self._images:
-            raise EvaluationError(f"wsod: image {image_id} processed twice")
-        if not validated:
-            records = validate_instance_records(
-                [dict(r, image_id=image_id) for r in records], self.gt, source=f"detections of image {image_id}",
-                need_mask=False, need_bbox=True).by_image.get(image_id, [])
+        image_id, records = self._image_records(image_id, records, self._images, validated=validated,
+                                                what="detections", need_mask=False, need_bbox=True)
         dets = []
         for r in records:
             if r.get("bbox") is None:
@@ -237,17 +229,8 @@ class WSODEvaluator(Evaluator):
             "wsod.CorLoc": nan_mean(list(corloc.values())) * 100,
         }
 
-    def per_class(self) -> dict[str, dict[str, float]]:
-        if not hasattr(self, "_per_class"):
-            self.summarize()
-        return self._per_class
-
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
         check_options("wsod", options, {"iou_threshold", "corloc_threshold", "corloc_comparison", "score_decimals"})
-        gt = CanonicalGT.load(gt_root, split)
-        preds = load_instance_predictions(predictions, gt, need_mask=False, need_bbox=True, check_rle=True)
-        ev = cls(gt, **options)
-        for im in gt.images:
-            ev.process(int(im["id"]), preds.by_image.get(int(im["id"]), []), validated=True)
-        return ev.result()
+        return cls._evaluate_instance_files(gt_root, split, predictions, **options,
+                                            need={"need_mask": False, "need_bbox": True})

@@ -28,6 +28,8 @@ import numpy as np
 import scipy.ndimage
 import scipy.sparse
 
+from datasets.voc import voc_colormap
+
 from .appearance import thing_appearance
 from .base import (
     ImageOutput,
@@ -50,17 +52,8 @@ VOID = 255
 
 
 def voc_palette() -> np.ndarray:
-    """The standard VOC colormap (256, 3): bit-interleaved; index 255 is (224, 224, 192)."""
-    cmap = np.zeros((256, 3), np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
+    """The standard VOC colormap (256, 3) of :func:`datasets.voc.voc_colormap`; index 255 is (224, 224, 192)."""
+    return voc_colormap(256)
 
 
 _PALETTE = voc_palette()
