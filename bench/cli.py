@@ -19,7 +19,18 @@ from bench.stages.base import setup_logging
 log = logging.getLogger("bench")
 
 
+def check_datasets_package() -> None:
+    """Fail loudly if ``import datasets`` finds another package (e.g. Hugging Face ``datasets``)."""
+    module = importlib.import_module("datasets")
+    if not getattr(module, "WSIS_BENCH_DATASETS", False):
+        raise ImportError(
+            f"`import datasets` resolved to {getattr(module, '__file__', module)!r}, not WSIS-Bench's datasets "
+            "package. Uninstall the other one (e.g. `pip uninstall datasets`) or run from the repository root."
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    check_datasets_package()  # before any command module imports `datasets`
     parser = argparse.ArgumentParser(
         prog="bench",
         description="WSIS-Bench: reproduce P2Seg, BESTIE, Point2Mask and JTSM tables. "

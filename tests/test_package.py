@@ -14,11 +14,11 @@ def test_datasets_is_our_package_not_hugging_face():
     assert Path(datasets.__file__).resolve().parent == REPO / "datasets"
 
 
-def test_importing_bench_fails_loudly_when_datasets_is_another_package(tmp_path):
+def test_the_cli_fails_loudly_when_datasets_is_another_package(tmp_path):
     fake = tmp_path / "datasets"
     fake.mkdir()
     (fake / "__init__.py").write_text("")  # a package named datasets without our marker
-    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import bench"
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from bench.cli import main; main(['--help'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode != 0
     assert "not WSIS-Bench's datasets package" in result.stderr
