@@ -2,7 +2,8 @@
 
 A run directory holds ``val_instances.json`` (COCO results, RLE), ``val_panoptic.json`` +
 ``val_panoptic/`` (COCO panoptic), ``val_semantic/`` (index PNGs) and ``train_pseudo.json``
-(train-split pseudo instances tagged with the point that produced them). Methods produce
+(train-split pseudo instances tagged with the point that produced them); the wsss stage writes
+``train_semantic/`` (the semantic pseudo-maps the methods train from). Methods produce
 arrays; these writers turn them into files, so every method writes the same formats.
 """
 
@@ -22,6 +23,7 @@ INSTANCES = "val_instances.json"
 PANOPTIC_JSON = "val_panoptic.json"
 PANOPTIC_DIR = "val_panoptic"
 SEMANTIC_DIR = "val_semantic"
+TRAIN_SEMANTIC_DIR = "train_semantic"
 PSEUDO = "train_pseudo.json"
 RUN_INFO = "run.json"
 

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "bench.commands.params",
     "bench.commands.data",
     "bench.commands.points",
+    "bench.commands.wsss",
     "bench.commands.reference",
     "bench.commands.evaluate",
     "bench.commands.report",

@@ -39,6 +39,16 @@ class Family:
     prediction: str
     split_key: str  # "train_split" or "val_split" in run.json
     options: Callable[[Any, str, dict[str, Any]], dict[str, Any]]
+    key_prefix: str = ""  # inserted after the family prefix, e.g. "train." → semantic.train.mIoU
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}.{self.key_prefix.rstrip('.')}" if self.key_prefix else self.kind
+
+    def rename(self, key: str) -> str:
+        """The metric key as stored: ``semantic.mIoU`` → ``semantic.train.mIoU`` for the train maps."""
+        family, _, rest = key.partition(".")
+        return f"{family}.{self.key_prefix}{rest}" if self.key_prefix else key
 
 
 FAMILIES = (
@@ -46,6 +56,7 @@ FAMILIES = (
     Family("coco", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_types": list(p.eval.coco_iou_types)}),
     Family("pq", P.PANOPTIC_JSON, "val_split", lambda p, slot, run: {"workers": p.eval.workers}),
     Family("semantic", P.SEMANTIC_DIR, "val_split", lambda p, slot, run: {}),
+    Family("semantic", P.TRAIN_SEMANTIC_DIR, "train_split", lambda p, slot, run: {}, key_prefix="train."),
     Family("pseudo", P.PSEUDO, "train_split",
            lambda p, slot, run: {"points": points_file(slot, run["train_split"], run["points_mode"])}),
 )
@@ -94,11 +105,12 @@ def _handle(args: argparse.Namespace) -> int:
             result = evaluate_files(family.kind, gt_root=gt_root, split=run_info[family.split_key],
                                     predictions=prediction, **family.options(ctx.params, args.dataset, run_info))
             data = result.to_dict()
-            metrics.update(data["metrics"])
-            counts[family.kind] = data["counts"]
-            per_class.update(data["per_class"])
-            notes += [f"{family.kind}: {n}" for n in data["notes"]]
-            log.info("%s: %s", family.kind, ", ".join(f"{k}={v:.2f}" for k, v in result.metrics.items()))
+            name = family.name
+            metrics.update({family.rename(k): v for k, v in data["metrics"].items()})
+            counts[name] = data["counts"]
+            per_class.update({family.rename(k): v for k, v in data["per_class"].items()})
+            notes += [f"{name}: {n}" for n in data["notes"]]
+            log.info("%s: %s", name, ", ".join(f"{family.rename(k)}={v:.2f}" for k, v in result.metrics.items()))
         if not counts:
             raise ValueError(f"{folder}: no prediction files ({', '.join(f.prediction for f in FAMILIES)})")
         seed = args.seed or 0

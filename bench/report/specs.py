@@ -28,7 +28,7 @@ METRIC_KEYS = (
     *(f"voc.mAP{t}" for t in (25, 50, 70, 75)),
     *(f"coco.{kind}.{m}" for kind in ("segm", "bbox") for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")),
     *(f"pq.{m}{part}" for m in ("PQ", "SQ", "RQ") for part in ("", "_th", "_st")),
-    "semantic.mIoU",
+    "semantic.mIoU", "semantic.train.mIoU",
     "pseudo.n_iou50", "pseudo.n_iou70", "pseudo.n_iou90", "pseudo.mean_iou", "pseudo.tp50",
     "wsod.AP50", "wsod.AP50_07", "wsod.CorLoc",
 )
