@@ -11,7 +11,8 @@ from bench.stages.base import STAGES
 REPO = Path(__file__).resolve().parents[1]
 #: dvc.yaml stage → the stage kind its command runs.
 STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "reference": "reference",
-              "evaluate-wsss": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
+              "evaluate-wsss": "evaluate",
+              "wsss-table4": "wsss", "evaluate-wsss-table4": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
 
 
 def _dvc_stages() -> dict:

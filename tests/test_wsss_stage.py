@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.commands.wsss import BUILDERS, validate_external_maps
+from bench.commands.wsss import VARIANTS, WsssJob, validate_external_maps
 from datasets.canonical import CanonicalDataset
 from datasets.errors import DatasetError
 from datasets.voc import load_voc
@@ -22,6 +22,14 @@ def train_split(tmp_path):
     return CanonicalDataset(tmp_path / "canonical").split("train")
 
 
+def _build(name: str, split, out: Path, external_dir=None) -> None:
+    dataset = split.dataset
+    job = WsssJob("voc", dataset, split, dataset.split("val"), out, SimpleNamespace(external_dir=external_dir), 0,
+                  None)
+    out.mkdir()
+    VARIANTS.get(name).build(job, {})
+
+
 def _write_maps(folder: Path, split, value: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for image in split.images:
@@ -29,22 +37,18 @@ def _write_maps(folder: Path, split, value: int = 0) -> None:
 
 
 def test_oracle_maps_are_the_ground_truth(train_split, tmp_path):
-    BUILDERS.get("oracle")(train_split, tmp_path / "out", None, True)
+    _build("oracle", train_split, tmp_path / "out")
     for image in train_split.images:
-        got = np.asarray(Image.open(tmp_path / "out" / f"{image.stem}.png"))
+        got = np.asarray(Image.open(tmp_path / "out" / "train_semantic" / f"{image.stem}.png"))
         assert np.array_equal(got, train_split.semantic(image.id))
 
 
-def test_external_maps_are_copied_when_valid(train_split, tmp_path):
+def test_external_maps_are_copied_when_valid_and_val_maps_are_optional(train_split, tmp_path):
     _write_maps(tmp_path / "maps", train_split, value=255)
-    params = SimpleNamespace(external_dir=str(tmp_path / "maps"))
-    assert BUILDERS.get("external")(train_split, tmp_path / "out", params, True)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{i.stem}.png" for i in train_split.images)
-
-
-def test_optional_val_maps_may_be_absent(train_split, tmp_path):
-    params = SimpleNamespace(external_dir=str(tmp_path))
-    assert BUILDERS.get("external")(train_split, tmp_path / "out", params, False) is False
+    _build("external", train_split, tmp_path / "out", external_dir=str(tmp_path / "maps"))
+    written = sorted(p.name for p in (tmp_path / "out" / "train_semantic").iterdir())
+    assert written == sorted(f"{i.stem}.png" for i in train_split.images)
+    assert not (tmp_path / "out" / "val_semantic").exists()
 
 
 def test_a_missing_map_is_named(train_split, tmp_path):
@@ -76,4 +80,4 @@ def test_values_outside_the_semantic_indices_are_rejected(train_split, tmp_path)
 
 def test_external_without_a_folder_says_which_param_to_set(train_split, tmp_path):
     with pytest.raises(ValueError, match="wsss.external_dir"):
-        BUILDERS.get("external")(train_split, tmp_path / "out", SimpleNamespace(external_dir=None), True)
+        _build("external", train_split, tmp_path / "out")

@@ -1,18 +1,16 @@
-"""``bench wsss`` — semantic pseudo-maps of the training images (stage ``wsss``).
+"""``bench wsss`` — semantic pseudo-maps of the training images (stages ``wsss`` and ``wsss-table4``).
 
-Writes ``runs/<slot>/wsss/<method>/`` with ``train_semantic/<stem>.png`` (the maps the methods
-train from: semantic indices of docs/formats.md, 255 = unsure/ignore) and, where the mode can
-produce them, ``val_semantic/``; ``bench evaluate`` scores both (mIoU on train and val).
+Writes ``runs/<slot>/wsss/<name>/`` with ``train_semantic/<stem>.png`` (the maps methods train
+from: semantic indices of docs/formats.md, 255 = unsure/ignore) and ``val_semantic/`` where the
+mode can produce it; ``bench evaluate`` scores both (``semantic.train.mIoU``, ``semantic.mIoU``).
 
-Modes (``wsss.method``), each a registered builder:
+Variants (``wsss.method`` for the ``active`` maps methods consume; ``--variant`` for table rows):
 
 - ``oracle`` — the ground-truth semantic maps (BESTIE Table 4's "ground truth" row);
-- ``external`` — a folder of user maps (e.g. SAM or PMM outputs), ``<external_dir>/<stem>.png``
-  for every training image (and ``<external_dir>/val/<stem>.png`` for val, optional), validated:
-  one per image, the image's size, values in the dataset's semantic indices or 255.
-
-The learned modes (``points``: Point2Mask's weak losses; ``cam`` / ``pam``: image-level CAMs
-with BESTIE's peak attention) plug in as further builders.
+- ``external`` — a folder of user maps (e.g. SAM or PMM outputs): ``<external_dir>/<stem>.png``
+  for every training image (``<external_dir>/val/<stem>.png`` optional), validated;
+- ``points-partial``, ``points-partial-lab``, ``points-partial-rgb``, ``points-all`` — a network
+  trained from the point labels with Point2Mask's L_sem (Eq. 5) and the Table 4 loss switches.
 """
 
 from __future__ import annotations
@@ -21,48 +19,106 @@ import argparse
 import logging
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.io import atomic_path, write_json
-from bench.paths import canonical_dir, run_dir
+from bench.io import atomic_path, read_json, write_json
+from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
-from bench.stages.base import declare_stage, run_stage
+from bench.stages.base import declare_stage, run_stage, seed_everything
+from bench.tracking import Run
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from datasets.errors import DatasetError
 from datasets.imageio import read_index_png
 
 log = logging.getLogger(__name__)
 STAGE = declare_stage("wsss", "data", "wsss")
-
-#: (split, output folder, wsss params) → writes one PNG per image of the split into the folder;
-#: returns False when the mode has no maps for that split (optional val maps).
-Builder = Callable[[CanonicalSplit, Path, object, bool], bool]
-BUILDERS: Registry[Builder] = Registry("wsss method")
+#: Run name of the maps the methods consume (``wsss.method``).
+ACTIVE = "active"
 
 
-@BUILDERS.register("oracle")
-def _oracle(split: CanonicalSplit, out: Path, params: object, required: bool) -> bool:
-    shutil.copytree(split.root / "semantic", out)
-    return True
+@dataclass
+class WsssJob:
+    """Everything a variant needs: the splits, where to write, its params and the stage's run."""
+
+    slot: str
+    dataset: CanonicalDataset
+    train: CanonicalSplit
+    val: CanonicalSplit
+    out: Path
+    params: Any  # the validated ``wsss`` section
+    seed: int
+    run: Run
+    info: dict[str, Any] = field(default_factory=dict)  # extra run.json fields
 
 
-@BUILDERS.register("external")
-def _external(split: CanonicalSplit, out: Path, params: object, required: bool) -> bool:
-    if not params.external_dir:
+@dataclass(frozen=True)
+class Variant:
+    build: Callable[[WsssJob, dict[str, Any]], None]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+VARIANTS: Registry[Variant] = Registry("wsss variant")
+
+
+def _oracle(job: WsssJob, options: dict[str, Any]) -> None:
+    shutil.copytree(job.train.root / "semantic", job.out / P.TRAIN_SEMANTIC_DIR)
+    shutil.copytree(job.val.root / "semantic", job.out / P.SEMANTIC_DIR)
+
+
+def _external(job: WsssJob, options: dict[str, Any]) -> None:
+    if not job.params.external_dir:
         raise ValueError("wsss.method = external needs wsss.external_dir (a folder of <stem>.png maps)")
-    folder = Path(params.external_dir) / ("" if required else "val")
-    if not required and not folder.is_dir():
-        return False
-    validate_external_maps(split, folder)
-    out.mkdir(parents=True)
-    for image in split.images:
-        shutil.copyfile(folder / f"{image.stem}.png", out / f"{image.stem}.png")
-    return True
+    root = Path(job.params.external_dir)
+    for split, folder, target, required in ((job.train, root, P.TRAIN_SEMANTIC_DIR, True),
+                                            (job.val, root / "val", P.SEMANTIC_DIR, False)):
+        if not required and not folder.is_dir():
+            continue
+        validate_external_maps(split, folder)
+        (job.out / target).mkdir()
+        for image in split.images:
+            shutil.copyfile(folder / f"{image.stem}.png", job.out / target / f"{image.stem}.png")
+
+
+def _points(job: WsssJob, options: dict[str, Any]) -> None:
+    """Train Point2Mask's semantic branch from the train points; predict train and val maps."""
+    from methods.wsss.point_train import PointWsssConfig, point_label_maps, predict_semantic, train_point_wsss
+
+    p = job.params.points
+    config = PointWsssConfig(
+        iterations=p.iterations, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
+        alpha_lab=p.alpha_lab, alpha_rgb=p.alpha_rgb, point_square=p.point_square, loss_stride=p.loss_stride,
+        backbone=p.backbone, rgb_sigma=p.rgb_sigma, rgb_guide_normalized=p.rgb_guide_normalized,
+        rgb_mask_numerator=p.rgb_mask_numerator, seed=job.seed, **options,
+    )
+    points = read_json(points_file(job.slot, job.train.name, p.point_mode))
+    maps = point_label_maps(points, job.train, job.dataset)
+    images = [job.train.load_image(image.id) for image in job.train.images]
+    model = train_point_wsss(
+        images=images, point_maps=[maps[image.id] for image in job.train.images],
+        num_classes=len(job.dataset.semantic_classes), config=config,
+        on_step=lambda step, losses: job.run.log_metrics({f"train.{k}": v for k, v in losses.items()}, step=step),
+    )
+    for split, target in ((job.train, P.TRAIN_SEMANTIC_DIR), (job.val, P.SEMANTIC_DIR)):
+        (job.out / target).mkdir()
+        split_images = images if split is job.train else [split.load_image(i.id) for i in split.images]
+        for image, semantic in zip(split.images, predict_semantic(model, split_images, batch_size=p.batch_size)):
+            P.write_semantic_png(job.out / target / f"{image.stem}.png", semantic)
+    job.info["config"] = config.to_dict()
+
+
+VARIANTS.add("oracle", Variant(_oracle))
+VARIANTS.add("external", Variant(_external))
+VARIANTS.add("points-partial", Variant(_points, {"use_lab": False, "use_rgb": False}))
+VARIANTS.add("points-partial-lab", Variant(_points, {"use_lab": True, "use_rgb": False}))
+VARIANTS.add("points-partial-rgb", Variant(_points, {"use_lab": False, "use_rgb": True}))
+VARIANTS.add("points-all", Variant(_points, {"use_lab": True, "use_rgb": True}))
 
 
 def validate_external_maps(split: CanonicalSplit, folder: Path) -> None:
@@ -92,24 +148,34 @@ def validate_external_maps(split: CanonicalSplit, folder: Path) -> None:
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     slot_argument(parser)
+    parser.add_argument("--variant", choices=list(VARIANTS),
+                        help=f"a table row's variant, written to runs/<slot>/wsss/<variant>/seed<k>; "
+                             f"default: wsss.method, written to runs/<slot>/wsss/{ACTIVE}")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of the learned variants")
     params_argument(parser)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    with run_stage(STAGE, params_path=Path(args.params), method="wsss", dataset=args.dataset) as ctx:
+    with run_stage(STAGE, params_path=Path(args.params), method="wsss", variant=args.variant or ACTIVE,
+                   dataset=args.dataset) as ctx:
         p = ctx.params.wsss
-        build = BUILDERS.get(p.method)
+        name = args.variant or p.method
+        variant = VARIANTS.get(name)
+        out_dir = run_dir(args.dataset, "wsss", ACTIVE) if args.variant is None else \
+            run_dir(args.dataset, "wsss", args.variant) / f"seed{args.seed}"
+        seed_everything(args.seed)
         slot = getattr(ctx.params.data, args.dataset)
         dataset = CanonicalDataset(canonical_dir(args.dataset))
-        with atomic_path(run_dir(args.dataset, "wsss", p.method), directory=True) as out:
-            build(dataset.split(slot.train_split), out / P.TRAIN_SEMANTIC_DIR, p, True)
-            has_val = build(dataset.split(slot.val_split), out / P.SEMANTIC_DIR, p, False)
-            write_json(out / P.RUN_INFO, {"method": "wsss", "variant": p.method, "dataset": args.dataset,
+        with atomic_path(out_dir, directory=True) as out:
+            job = WsssJob(args.dataset, dataset, dataset.split(slot.train_split), dataset.split(slot.val_split),
+                          out, p, args.seed, ctx.run)
+            variant.build(job, variant.options)
+            write_json(out / P.RUN_INFO, {"method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
                                           "train_split": slot.train_split, "val_split": slot.val_split,
-                                          "profile": ctx.profile, "val_maps": has_val})
-        log.info("%s: wsss %s maps for %s%s", args.dataset, p.method, slot.train_split,
-                 f" and {slot.val_split}" if has_val else "")
+                                          "profile": ctx.profile, **job.info})
+        log.info("%s: wsss %s maps written to %s", args.dataset, name, out_dir)
     return 0
 
 
-COMMANDS.add("wsss", Command("semantic pseudo-maps of the training images (oracle, external)", _configure, _handle))
+COMMANDS.add("wsss", Command("semantic pseudo-maps of the training images (oracle, external, points-*)",
+                             _configure, _handle))

@@ -65,9 +65,36 @@ class PointsParams(Section):
 
 
 # --------------------------------------------------------------------------- wsss
+class WsssPointsParams(Section):
+    """Point-supervised semantic maps (Point2Mask's category-wise map, Eq. 5)."""
+
+    point_mode: Literal["uniform", "center", "p10"] = Field(default="uniform", description="points file used")
+    iterations: int = Field(default=200, ge=1, description="optimizer steps (docs/wsss.md measured 200)")
+    batch_size: int = Field(default=8, ge=1)
+    lr: float = Field(default=1e-3, gt=0, description="AdamW lr (paper 1e-4 with ImageNet weights; from scratch here)")
+    weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay (paper, VOC: 0.1)")
+    alpha_lab: float = Field(default=3.0, ge=0, description="alpha_1 of Eq. 5 (paper: 3)")
+    alpha_rgb: float = Field(default=3.0, ge=0, description="alpha_2 of Eq. 5 (paper: 3)")
+    point_square: int = Field(default=5, ge=1, description="side of the square a point is expanded to (odd)")
+    loss_stride: int = Field(default=2, ge=1, description="losses on the map downsampled by this factor")
+    backbone: str = Field(default="resnet18", description="timm backbone (no pretrained weights)")
+    rgb_sigma: float = Field(default=0.02, gt=0, description="tree-filter sigma of L_RGB (paper: 0.02)")
+    rgb_guide_normalized: bool = Field(
+        default=True, description="MST on the mean/std-normalised image",
+        json_schema_extra={"switch": "release: normalised image (the paper does not say); false = [0, 1] colours"},
+    )
+    rgb_mask_numerator: bool = Field(
+        default=True, description="L_RGB numerator over unlabelled pixels only",
+        json_schema_extra={"switch": "true: mean over unlabelled pixels (TEL); false: Point2Mask release's "
+                                     "numerator over all pixels"},
+    )
+
+
 class WsssParams(Section):
-    method: Literal["oracle", "external"] = Field(default="oracle", description="how train semantic maps are made")
+    method: Literal["oracle", "external", "points-partial", "points-partial-lab", "points-partial-rgb",
+                    "points-all"] = Field(default="oracle", description="how the train semantic maps are made")
     external_dir: str | None = Field(default=None, description="folder of <stem>.png maps for method=external")
+    points: WsssPointsParams = WsssPointsParams()
 
 
 # --------------------------------------------------------------------- methods

@@ -6,6 +6,9 @@
   and :func:`rgb_tree_loss` (L_RGB).
 - :mod:`.peaks` — BESTIE peak extraction from CAMs (:func:`extract_peaks`).
 - :mod:`.pam` — BESTIE peak attention module (:class:`PeakAttention`).
+- :mod:`.model` / :mod:`.point_train` — a small timm + FPN segmentation network trained from
+  point labels with Eq. 5 (:func:`train_point_wsss`, :func:`predict_semantic`,
+  :func:`point_label_maps`, :class:`PointWsssConfig`); timm and tqdm are imported lazily.
 """
 
 from .losses import (
@@ -17,6 +20,7 @@ from .losses import (
     to_unit_float,
 )
 from .pam import PeakAttention, peak_attention
+from .point_train import PointWsssConfig, point_label_maps, predict_semantic, train_point_wsss
 from .peaks import Peak, extract_peaks, flip_average, local_maxima, normalize_cam
 from .tree_filter import GridTree, build_grid_mst, rgb_tree_loss, tree_filter, tree_filter_dense
 
@@ -25,6 +29,7 @@ __all__ = [
     "GridTree",
     "Peak",
     "PeakAttention",
+    "PointWsssConfig",
     "build_grid_mst",
     "expand_points",
     "extract_peaks",
@@ -34,9 +39,12 @@ __all__ = [
     "normalize_cam",
     "partial_cross_entropy",
     "peak_attention",
+    "point_label_maps",
+    "predict_semantic",
     "rgb_to_lab",
     "rgb_tree_loss",
     "to_unit_float",
+    "train_point_wsss",
     "tree_filter",
     "tree_filter_dense",
 ]
