@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from bench.benchmarks import cpu_model
+
 N_THINGS, N_STUFF = 20, 3
 CATEGORIES = ([{"id": i, "name": f"thing{i}", "isthing": 1, "color": [i, 0, 0]} for i in range(1, N_THINGS + 1)]
               + [{"id": N_THINGS + j, "name": f"stuff{j}", "isthing": 0, "color": [0, j, 0]}
@@ -180,14 +182,7 @@ def run_one(task: str, data: Path) -> None:
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()[1].split()[1]
     except Exception:

@@ -21,15 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.benchmarks import cpu_model
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets.synthetic import generate
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: nproc={os.cpu_count()} cpu={_cpu_model()!r} python={platform.python_version()} "
+    print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} python={platform.python_version()} "
           f"workers={args.workers} load1={load:.2f}")
     n = args.images
     for preset in args.presets:

@@ -21,24 +21,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.benchmarks import cpu_model
 from methods.wsss import build_grid_mst, tree_filter, tree_filter_dense
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def synthetic_image(size: int, seed: int = 0) -> torch.Tensor:
@@ -77,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    print(f"# nproc={os.cpu_count()} cpu='{_cpu_model()}' torch={torch.__version__} "
+    print(f"# nproc={os.cpu_count()} cpu='{cpu_model()}' torch={torch.__version__} "
           f"threads={torch.get_num_threads()} device={device} channels={args.channels} sigma={args.sigma} "
           f"repeats={args.repeats} (best of)")
     print(f"{'size':>8} {'N':>8} {'levels':>6} {'mst_s':>8} {'filter_s':>9} {'fwd+bwd_s':>9} "
