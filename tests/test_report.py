@@ -97,3 +97,41 @@ def test_reference_self_check_requires_100(tmp_path, value, verdict):
     text, failures = reference_section({"voc": "synth-voc"}, tmp_path)
     assert f"Self-check: {verdict}" in text
     assert bool(failures) == (verdict == "FAIL")
+
+
+SPEC_WITH_COLUMN_SOURCE = {
+    "paper": "bestie", "table": "4", "caption": "WSSS quality.", "paper_dataset": "VOC val",
+    "reproduced_on": "synth-voc",
+    "columns": [{"key": "semantic.mIoU", "label": "mIoU"}, {"key": "voc.mAP50", "label": "mAP50"}],
+    "rows": [{"id": "pam", "label": "PAM maps", "reported": {"semantic.mIoU": 70.0, "voc.mAP50": 41.8},
+              "reproduce": {"method": "bestie", "variant": "image"},
+              "columns_from": {"semantic.mIoU": {"method": "wsss", "variant": "pam"}}}],
+}
+
+
+def _write(root: Path, method: str, variant: str, metrics: dict) -> None:
+    path = root / "voc" / method / variant / "seed0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": metrics, "provenance": {"git_commit": "abc"}}))
+
+
+def test_a_column_taken_from_another_experiment_reads_that_experiments_metrics(tmp_path):
+    _write(tmp_path, "wsss", "pam", {"semantic.mIoU": 55.0})
+    _write(tmp_path, "bestie", "image", {"voc.mAP50": 30.0, "semantic.mIoU": 99.0})
+    md = render_table(TableSpec.model_validate(SPEC_WITH_COLUMN_SOURCE), _ctx(tmp_path)).markdown
+    # mIoU from wsss/pam (55.0), not the row's own semantic.mIoU (99.0); mAP50 from bestie/image
+    assert "| PAM maps | 70.0 | 55.0 | -15.0 | 41.8 | 30.0 | -11.8 | reproduced |" in md
+
+
+def test_a_row_with_only_some_sources_run_is_partial(tmp_path):
+    _write(tmp_path, "wsss", "pam", {"semantic.mIoU": 55.0})
+    outcome = render_table(TableSpec.model_validate(SPEC_WITH_COLUMN_SOURCE), _ctx(tmp_path))
+    assert "| PAM maps | 70.0 | 55.0 | -15.0 | 41.8 | – |  | partial (pending: bestie/image) |" in outcome.markdown
+    assert (outcome.rows_reproduced, outcome.rows_pending) == (0, 1)
+
+
+def test_columns_from_must_name_a_column():
+    bad = json.loads(json.dumps(SPEC_WITH_COLUMN_SOURCE))
+    bad["rows"][0]["columns_from"] = {"pq.PQ": {"method": "wsss", "variant": "pam"}}
+    with pytest.raises(ValueError, match="columns_from keys that are not columns: \\['pq.PQ'\\]"):
+        TableSpec.model_validate(bad)

@@ -84,3 +84,10 @@ def test_rows_fed_by_an_experiment_are_found_across_tables():
     fed = rows_fed_by(load_specs(SPECS), slot="voc", method="p2seg", variant="hpr-0.2")
     assert "p2seg/table5:hpr-0.2" in fed
     assert rows_fed_by(load_specs(SPECS), slot="coco", method="p2seg", variant="hpr-0.2") == []
+
+
+def test_rows_fed_through_columns_from_are_found():
+    from bench.report.specs import rows_fed_by
+
+    fed = rows_fed_by(load_specs(SPECS), slot="voc", method="wsss", variant="pam")
+    assert "bestie/table4:pmm" in fed

@@ -56,17 +56,40 @@ def _fmt_agg(agg: Aggregate | None, decimals: int) -> str:
     return f"{text} ± {_fmt(agg.std, decimals)}" if agg.n > 1 else text
 
 
-def row_result(spec: TableSpec, row: Row, ctx: RenderContext) -> ExperimentResult | None:
-    if not isinstance(row.reproduce, Experiment):
-        return None
-    e = row.reproduce
-    return load_experiment(row_slot(spec, e), e.method, e.variant, ctx.metrics_root)
+@dataclass(frozen=True)
+class RowResults:
+    """The metrics behind one row's cells: the row's own experiment and any ``columns_from`` ones."""
+
+    row: Row
+    results: dict[str, ExperimentResult | None]  # experiment name → its seeds' metrics (None: not run)
+
+    def aggregate(self, key: str) -> Aggregate | None:
+        source = self.row.source(key)
+        result = self.results.get(source.name) if source is not None else None
+        return result.aggregate(key) if result is not None else None
+
+    @property
+    def commits(self) -> set[str]:
+        return {r.provenance.get("git_commit", "unknown") for r in self.results.values() if r is not None}
+
+    @property
+    def status(self) -> str:
+        """``reported-only``, ``reproduced`` (every source ran), ``partial (pending: …)`` or ``pending (…)``."""
+        if not self.results:
+            return "reported-only"
+        missing = [name for name, result in self.results.items() if result is None]
+        if not missing:
+            return "reproduced"
+        if len(missing) == len(self.results):
+            return f"pending ({', '.join(missing)})"
+        return f"partial (pending: {', '.join(missing)})"
 
 
-def row_status(row: Row, result: ExperimentResult | None) -> str:
-    if not isinstance(row.reproduce, Experiment):
-        return "reported-only"
-    return "reproduced" if result is not None else f"pending ({row.reproduce.name})"
+def row_results(spec: TableSpec, row: Row, ctx: RenderContext) -> RowResults:
+    """Load the metrics of every experiment behind ``row``'s cells."""
+    sources = row.sources([c.key for c in spec.columns])
+    return RowResults(row, {e.name: load_experiment(row_slot(spec, e), e.method, e.variant, ctx.metrics_root)
+                            for e in sources})
 
 
 _OPS: dict[str, Callable[[float, float, float], bool]] = {
@@ -96,10 +119,10 @@ class TableOutcome:
 
 
 def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
-    results = {row.id: row_result(spec, row, ctx) for row in spec.rows}
-    slots = sorted({row_slot(spec, r.reproduce) for r in spec.rows if isinstance(r.reproduce, Experiment)}
+    results = {row.id: row_results(spec, row, ctx) for row in spec.rows}
+    slots = sorted({row_slot(spec, e) for r in spec.rows for e in r.sources([c.key for c in spec.columns])}
                    or {SLOT_OF[spec.reproduced_on]})
-    commits = {res.provenance.get("git_commit", "unknown") for res in results.values() if res is not None}
+    commits = set().union(*(res.commits for res in results.values()))
     out = io.StringIO()
     title = PAPER_TITLES[spec.paper]
     out.write(f"# {title} — Table {spec.table}\n\n*{spec.caption}*\n\n")
@@ -118,21 +141,21 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
     reproduced = pending = 0
     for row in spec.rows:
         result = results[row.id]
-        status = row_status(row, result)
+        status = result.status
         reproduced += status == "reproduced"
-        pending += status.startswith("pending")
+        pending += status.startswith(("pending", "partial"))
         label = f"{row.group} · {row.label}" if row.group else row.label
         cells = [label] + [row.details.get(k, "") for k in _detail_keys(spec)]
         for col in spec.columns:
             rep = row.reported.get(col.key)
-            agg = result.aggregate(col.key) if result else None
+            agg = result.aggregate(col.key)
             delta = None if rep is None or agg is None else agg.mean - rep
             cells += [_fmt(rep, ctx.decimals), _fmt_agg(agg, ctx.decimals),
                       "" if delta is None else f"{delta:+.{ctx.decimals}f}"]
         cells.append(status)
         out.write("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
-    if any(res is not None and res.aggregate(c.key) is not None and res.aggregate(c.key).n > 1
-           for res in results.values() if res for c in spec.columns):
+    if any(res.aggregate(c.key) is not None and res.aggregate(c.key).n > 1
+           for res in results.values() for c in spec.columns):
         out.write("\nReproduced cells with several seeds show mean ± sample standard deviation.\n")
     claims = []
     if spec.claims:
@@ -141,9 +164,8 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
             rows = {r.id: r for r in spec.rows}
             on_paper = judge(claim, rows[claim.left].reported.get(claim.metric),
                              rows[claim.right].reported.get(claim.metric))
-            lres, rres = results[claim.left], results[claim.right]
-            lagg = lres.aggregate(claim.metric) if lres else None
-            ragg = rres.aggregate(claim.metric) if rres else None
+            lagg = results[claim.left].aggregate(claim.metric)
+            ragg = results[claim.right].aggregate(claim.metric)
             on_ours = judge(claim, lagg.mean if lagg else None, ragg.mean if ragg else None)
             claims.append((claim, on_paper, on_ours))
             out.write(f"| {claim.text} | {on_paper} | {on_ours} |\n")
@@ -171,8 +193,7 @@ def sweep_rows(spec: TableSpec, ctx: RenderContext) -> list[dict[str, Any]]:
     rows = {r.id: r for r in spec.rows}
     points = []
     for row_id, x in sorted(spec.sweep.x.items(), key=lambda kv: kv[1]):
-        result = row_result(spec, rows[row_id], ctx)
-        agg = result.aggregate(spec.sweep.metric) if result else None
+        agg = row_results(spec, rows[row_id], ctx).aggregate(spec.sweep.metric)
         points.append({"row": row_id, "x": x, "reported": rows[row_id].reported.get(spec.sweep.metric),
                        "reproduced": agg.mean if agg else None, "reproduced_std": agg.std if agg else None})
     return points

@@ -73,6 +73,26 @@ class Row(_Strict):
     details: dict[str, str] = Field(default_factory=dict, description="extra printed columns (backbone, ...)")
     reported: dict[str, float | None] = Field(default_factory=dict, description="metric key → number as printed")
     reproduce: Experiment | Literal["reported-only"]
+    columns_from: dict[str, Experiment] = Field(
+        default_factory=dict,
+        description="metric key → the experiment whose metrics fill that column for this row, when it is not "
+                    "the row's own (e.g. BESTIE Table 4's mIoU is the WSSS maps' mIoU: wsss/pam)",
+    )
+
+    def source(self, key: str) -> Experiment | None:
+        """The experiment whose metrics fill column ``key`` of this row (None for reported-only rows)."""
+        if key in self.columns_from:
+            return self.columns_from[key]
+        return self.reproduce if isinstance(self.reproduce, Experiment) else None
+
+    def sources(self, keys: list[str]) -> list[Experiment]:
+        """The distinct experiments behind this row's cells ``keys``: the row's own first."""
+        own = [self.reproduce] if isinstance(self.reproduce, Experiment) else []
+        found: list[Experiment] = []
+        for experiment in [*own, *(self.source(k) for k in keys)]:
+            if experiment is not None and experiment not in found:
+                found.append(experiment)
+        return found
 
 
 class Claim(_Strict):
@@ -117,6 +137,9 @@ class TableSpec(_Strict):
             extra = set(row.reported) - keys
             if extra:
                 raise ValueError(f"row {row.id!r} reports keys not among the columns: {sorted(extra)}")
+            extra = set(row.columns_from) - keys
+            if extra:
+                raise ValueError(f"row {row.id!r} takes columns_from keys that are not columns: {sorted(extra)}")
             for key, value in row.reported.items():
                 if value is not None and not math.isfinite(value):
                     raise ValueError(f"row {row.id!r} {key}: not a finite number")
@@ -169,12 +192,12 @@ def row_slot(spec: TableSpec, experiment: Experiment) -> str:
 
 
 def rows_fed_by(specs: list[TableSpec], *, slot: str, method: str, variant: str) -> list[str]:
-    """``paper/table<N>:row`` for every spec row that the experiment ``method/variant`` on ``slot`` reproduces."""
+    """``paper/table<N>:row`` for every spec row that the experiment ``method/variant`` on ``slot`` fills
+    (as the row's own experiment or through ``columns_from``)."""
     return [
         f"{spec.name}:{row.id}"
         for spec in specs
         for row in spec.rows
-        if isinstance(row.reproduce, Experiment)
-        and (row.reproduce.method, row.reproduce.variant) == (method, variant)
-        and row_slot(spec, row.reproduce) == slot
+        if any((e.method, e.variant) == (method, variant) and row_slot(spec, e) == slot
+               for e in row.sources([c.key for c in spec.columns]))
     ]
