@@ -3,7 +3,8 @@
 A run directory holds ``val_instances.json`` (COCO results, RLE), ``val_panoptic.json`` +
 ``val_panoptic/`` (COCO panoptic), ``val_semantic/`` (index PNGs) and ``train_pseudo.json``
 (train-split pseudo instances tagged with the point that produced them); the wsss stage writes
-``train_semantic/`` (the semantic pseudo-maps the methods train from). Methods produce
+``train_semantic/`` (the semantic pseudo-maps the methods train from) and, in its cam / pam modes,
+``train_peaks.json`` (CAM peaks as a points file with scores, docs/formats.md). Methods produce
 arrays; these writers turn them into files, so every method writes the same formats.
 """
 
@@ -24,6 +25,7 @@ PANOPTIC_JSON = "val_panoptic.json"
 PANOPTIC_DIR = "val_panoptic"
 SEMANTIC_DIR = "val_semantic"
 TRAIN_SEMANTIC_DIR = "train_semantic"
+TRAIN_PEAKS = "train_peaks.json"  # wsss cam / pam: CAM peaks of the train images (a points file + score)
 PSEUDO = "train_pseudo.json"
 RUN_INFO = "run.json"
 

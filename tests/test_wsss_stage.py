@@ -1,5 +1,6 @@
-"""The wsss stage's non-learned modes: oracle maps are the ground truth; external maps are validated."""
+"""The wsss stage: oracle maps are the ground truth; external maps are validated; cam / pam write maps + peaks."""
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -81,3 +82,92 @@ def test_values_outside_the_semantic_indices_are_rejected(train_split, tmp_path)
 def test_external_without_a_folder_says_which_param_to_set(train_split, tmp_path):
     with pytest.raises(ValueError, match="wsss.external_dir"):
         _build("external", train_split, tmp_path / "out")
+
+
+# ------------------------------------------------------------------ cam / pam (image-level)
+
+class _Run:
+    """Collects what a variant logs (the stage's MLflow run in production)."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.update(metrics)
+
+
+def _build_cam(name: str, split, out: Path, **cam) -> WsssJob:
+    from bench.config.schema import WsssCamParams
+
+    dataset = split.dataset
+    fast = dict(iterations=2, batch_size=2, input_size=16, feature_index=1, extra_channels=8)
+    job = WsssJob("voc", dataset, split, dataset.split("val"), out,
+                  SimpleNamespace(cam=WsssCamParams(**{**fast, **cam})), 0, _Run())
+    out.mkdir()
+    VARIANTS.get(name).build(job, VARIANTS.get(name).options)
+    return job
+
+
+def test_image_labels_are_the_thing_classes_present(train_split):
+    from bench.commands.wsss import image_label_matrix
+
+    things = train_split.dataset.thing_ids
+    labels = image_label_matrix(train_split, things)
+    person, dog = things.index(15), things.index(12)  # VOC ids: person 15, dog 12 (difficult still counts)
+    assert labels.shape == (2, 20)
+    assert np.flatnonzero(labels[0]).tolist() == sorted([person, dog])
+    assert labels[1].sum() == 0  # 2007_000003: background only; the stuff class is not a label
+
+
+def test_background_is_the_single_stuff_class_else_ignore(train_split):
+    from bench.commands.wsss import background_index
+
+    assert background_index(train_split.dataset) == 0  # VOC: background
+    coco_like = SimpleNamespace(stuff_ids=[92, 93], semantic_index=lambda c: c - 92)
+    assert background_index(coco_like) == 255  # several stuff classes: a thing classifier cannot name them
+
+
+def test_peak_records_are_gt_points_records_plus_score_and_read_by_the_same_reader(train_split, tmp_path):
+    from bench.commands.points import write_points
+    from bench.commands.wsss import peak_point_records
+    from methods.wsss.peaks import Peak
+    from methods.wsss.point_train import point_label_maps
+
+    write_points(train_split, tmp_path / "gt.json", mode="center", seed=0, count=1)
+    gt = json.loads((tmp_path / "gt.json").read_text())
+    things = train_split.dataset.thing_ids
+    first = train_split.images[0].id
+    records = peak_point_records(train_split, {first: [Peak(things.index(15), 2, 1, 0.9)]}, things)
+    assert set(records[0]) == set(gt["points"][0]) | {"score"}
+    assert records[0] == {"id": 1, "image_id": first, "annotation_id": None, "point_index": 0, "category_id": 15,
+                          "isthing": 1, "x": 2, "y": 1, "score": 0.9}
+    maps = point_label_maps({"points": records}, train_split, train_split.dataset)
+    assert maps[first][1, 2] == train_split.dataset.semantic_index(15)
+
+
+def test_peak_quality_counts_peaks_on_an_instance_of_their_class(train_split):
+    from bench.commands.wsss import peak_quality
+
+    first = train_split.images[0].id
+    on_person = {"image_id": first, "category_id": 15, "x": 2, "y": 1}
+    wrong_class = {"image_id": first, "category_id": 12, "x": 3, "y": 2}  # dog peak on the person
+    q = peak_quality(train_split, [on_person, on_person, wrong_class])
+    assert q["n_peaks"] == 3 and q["gt_instances"] == 2
+    assert q["precision"] == pytest.approx(2 / 3) and q["recall"] == 0.5 and q["duplicates"] == 1
+
+
+@pytest.mark.parametrize("name", ["cam", "pam"])
+def test_cam_variants_write_train_and_val_maps_and_the_peak_file(name, train_split, tmp_path):
+    job = _build_cam(name, train_split, tmp_path / "out", peak_threshold=0.0)
+    out = tmp_path / "out"
+    for split, folder in ((train_split, "train_semantic"), (job.val, "val_semantic")):
+        for image in split.images:
+            sem = np.asarray(Image.open(out / folder / f"{image.stem}.png"))
+            assert sem.shape == (image.height, image.width)
+            assert set(np.unique(sem).tolist()) <= {0, 12, 15, 8}  # background + the labelled classes only
+    peaks = json.loads((out / "train_peaks.json").read_text())
+    assert peaks["info"]["mode"] == f"{name}-peaks" and peaks["info"]["split"] == "train"
+    assert all(p["category_id"] in (12, 15) and p["image_id"] == train_split.images[0].id for p in peaks["points"])
+    assert job.info["config"]["use_pam"] is (name == "pam")
+    assert job.info["peaks"]["n_peaks"] == len(peaks["points"])
+    assert "train.loss" in job.run.metrics and "peaks.precision" in job.run.metrics

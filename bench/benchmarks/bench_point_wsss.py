@@ -38,6 +38,19 @@ CONFIGS = {
 }
 
 
+def _overrides(assignments: list[str]) -> dict[str, float | int | bool]:
+    """``["alpha_lab=1", "hflip=false"]`` -> typed PointWsssConfig overrides (YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or key not in PointWsssConfig.__dataclass_fields__:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with a PointWsssConfig field")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--root", required=True)
@@ -52,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--loss-stride", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="PointWsssConfig overrides, e.g. alpha_lab=1 pairwise_warmup=0.3")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                       loss_stride=args.loss_stride)
             if args.lr is not None:
                 kw["lr"] = args.lr
+            kw.update(_overrides(args.set))
             cfg = PointWsssConfig(**kw)
             last: dict[str, float] = {}
             t0 = time.perf_counter()

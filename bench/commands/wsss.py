@@ -10,7 +10,11 @@ Variants (``wsss.method`` for the ``active`` maps methods consume; ``--variant``
 - ``external`` — a folder of user maps (e.g. SAM or PMM outputs): ``<external_dir>/<stem>.png``
   for every training image (``<external_dir>/val/<stem>.png`` optional), validated;
 - ``points-partial``, ``points-partial-lab``, ``points-partial-rgb``, ``points-all`` — a network
-  trained from the point labels with Point2Mask's L_sem (Eq. 5) and the Table 4 loss switches.
+  trained from the point labels with Point2Mask's L_sem (Eq. 5) and the Table 4 loss switches;
+- ``cam``, ``pam`` — image level: a multi-label classifier's CAMs (``pam``: with BESTIE's peak
+  attention module, Sec. 3.1), maps = argmax over [``wsss.cam.bg_threshold``, CAMs], and the
+  CAM peaks of the train images (BESTIE's image-level instance cues) as ``train_peaks.json`` — a
+  points file (docs/formats.md) with a ``score`` per point and ``annotation_id`` null.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +98,7 @@ def _points(job: WsssJob, options: dict[str, Any]) -> None:
     p = job.params.points
     config = PointWsssConfig(
         iterations=p.iterations, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
-        alpha_lab=p.alpha_lab, alpha_rgb=p.alpha_rgb, point_square=p.point_square, loss_stride=p.loss_stride,
+        alpha_lab=p.alpha_lab, alpha_rgb=p.alpha_rgb, pairwise_warmup=p.pairwise_warmup, point_square=p.point_square, loss_stride=p.loss_stride,
         backbone=p.backbone, rgb_sigma=p.rgb_sigma, rgb_guide_normalized=p.rgb_guide_normalized,
         rgb_mask_numerator=p.rgb_mask_numerator, seed=job.seed, **options,
     )
@@ -113,12 +118,135 @@ def _points(job: WsssJob, options: dict[str, Any]) -> None:
     job.info["config"] = config.to_dict()
 
 
+def image_label_matrix(split: CanonicalSplit, thing_ids: list[int]) -> np.ndarray:
+    """(N, K) 0/1 image-level labels of a split over the thing classes, in image order.
+
+    From the canonical ``image_labels.json`` (categories of the non-crowd segments with pixels);
+    stuff categories are dropped: the cam / pam classifier is defined over thing classes, with
+    background = everything else (BESTIE on VOC: 20 classes, no background channel).
+    """
+    column = {c: k for k, c in enumerate(thing_ids)}
+    labels = np.zeros((len(split.images), len(thing_ids)), np.float32)
+    by_image = split.image_labels
+    for row, image in enumerate(split.images):
+        for cat in by_image.get(image.id, []):
+            if cat in column:
+                labels[row, column[cat]] = 1.0
+    return labels
+
+
+def background_index(dataset: CanonicalDataset) -> int:
+    """Value of the cam / pam maps on non-thing pixels: the one stuff class's semantic index (VOC:
+    0 = background), or 255 (ignore) when the dataset has several stuff classes (COCO panoptic):
+    a thing classifier cannot tell sky from grass, so those pixels are left unlabelled."""
+    stuff = dataset.stuff_ids
+    return dataset.semantic_index(stuff[0]) if len(stuff) == 1 else 255
+
+
+def peak_point_records(split: CanonicalSplit, peaks: dict[int, list[Any]], thing_ids: list[int]) -> list[dict[str, Any]]:
+    """Points-file records (docs/formats.md) for the peaks of each image: ``annotation_id`` null (a
+    peak names no GT instance), ``point_index`` 0 (each peak stands for one presumed instance),
+    ``isthing`` 1, plus ``score`` (the normalised, flip-averaged CAM value at the peak)."""
+    records: list[dict[str, Any]] = []
+    for image in split.images:
+        for peak in peaks.get(image.id, []):
+            records.append({"id": len(records) + 1, "image_id": image.id, "annotation_id": None, "point_index": 0,
+                            "category_id": thing_ids[peak.cls], "isthing": 1, "x": int(peak.x), "y": int(peak.y),
+                            "score": round(float(peak.score), 6)})
+    return records
+
+
+def peak_quality(split: CanonicalSplit, records: list[dict[str, Any]]) -> dict[str, float]:
+    """How good the peaks are as instance cues, against the train split's GT instances.
+
+    ``n_peaks``; ``precision`` = fraction of peaks on a pixel of a non-crowd GT instance of the
+    peak's class; ``recall`` = fraction of non-crowd GT instances holding >= 1 such peak;
+    ``duplicates`` = instances holding >= 2 (BESTIE wants one cue per instance); ``peaks_per_image``.
+    Precision and recall are NaN-free: 0 when there is no peak / no instance.
+    """
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        by_image.setdefault(r["image_id"], []).append(r)
+    n_instances = hits = found = duplicates = 0
+    for image in split.images:
+        masks = [(ann["category_id"], m) for ann, m in split.instance_masks(image.id) if not ann.get("iscrowd", 0)]
+        n_instances += len(masks)
+        per_instance = [0] * len(masks)
+        for r in by_image.get(image.id, []):
+            inside = [k for k, (cat, m) in enumerate(masks) if cat == r["category_id"] and m[r["y"], r["x"]]]
+            hits += bool(inside)
+            for k in inside:
+                per_instance[k] += 1
+        found += sum(c > 0 for c in per_instance)
+        duplicates += sum(c > 1 for c in per_instance)
+    n = len(records)
+    return {"n_peaks": n, "peaks_per_image": n / max(len(split.images), 1), "precision": hits / n if n else 0.0,
+            "recall": found / n_instances if n_instances else 0.0, "duplicates": duplicates,
+            "gt_instances": n_instances}
+
+
+def _cam(job: WsssJob, options: dict[str, Any]) -> None:
+    """Train the CAM / PAM classifier on the train image labels; write train / val maps and the train peaks."""
+    from methods.wsss.cam import CamConfig, cam_peaks, iter_cams, semantic_from_cam, train_cam
+
+    p = job.params.cam
+    config = CamConfig(
+        pam_alpha=p.pam_alpha, pam_layers=p.pam_layers, backbone=p.backbone, feature_index=p.feature_index,
+        output_stride=p.output_stride, extra_convs=p.extra_convs, extra_channels=p.extra_channels,
+        input_size=p.input_size, iterations=p.iterations, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr,
+        weight_decay=p.weight_decay, seed=job.seed, **options,
+    )
+    thing_ids = list(job.dataset.thing_ids)
+    if not thing_ids:
+        raise ValueError(f"{job.dataset.root}: the cam / pam modes need thing classes; the dataset has none")
+    channel_index = [job.dataset.semantic_index(c) for c in thing_ids]
+    background = background_index(job.dataset)
+    train_labels = image_label_matrix(job.train, thing_ids)
+    images = [job.train.load_image(image.id) for image in job.train.images]
+    log_step = (lambda step, losses: job.run.log_metrics({f"train.{k}": v for k, v in losses.items()}, step=step)) \
+        if job.run is not None else None
+    start = time.perf_counter()
+    model = train_cam(images=images, labels=train_labels, config=config, on_step=log_step)
+    train_seconds = time.perf_counter() - start
+    peaks: dict[int, list[Any]] = {}
+    for split, target in ((job.train, P.TRAIN_SEMANTIC_DIR), (job.val, P.SEMANTIC_DIR)):
+        (job.out / target).mkdir()
+        is_train = split is job.train
+        split_images = images if is_train else [split.load_image(i.id) for i in split.images]
+        labels = train_labels if is_train else (
+            image_label_matrix(split, thing_ids) if p.val_labels == "ground-truth" else None)
+        results = iter_cams(model, split_images, labels, input_size=config.input_size, batch_size=p.batch_size)
+        for result in tqdm(results, total=len(split_images), desc=f"{'pam' if config.use_pam else 'cam'} {split.name}",
+                           unit="img", leave=False):
+            image = split.images[result.index]
+            semantic = semantic_from_cam(result.cam, channel_index, bg_threshold=p.bg_threshold,
+                                         background_index=background, unsure_margin=p.unsure_margin)
+            P.write_semantic_png(job.out / target / f"{image.stem}.png", semantic)
+            if is_train:
+                peaks[image.id] = cam_peaks(result.cam, result.labels, kernel=p.peak_kernel, top_k=p.peak_top_k,
+                                            threshold=p.peak_threshold, smooth_kernel=p.smooth_kernel)
+    records = peak_point_records(job.train, peaks, thing_ids)
+    mode = "pam" if config.use_pam else "cam"
+    info = {"dataset": job.dataset.name, "split": job.train.name, "mode": f"{mode}-peaks", "seed": job.seed,
+            "points_per_target": 1, "source": f"wsss {mode}", "peak_kernel": p.peak_kernel, "peak_top_k": p.peak_top_k,
+            "peak_threshold": p.peak_threshold, "smooth_kernel": p.smooth_kernel}
+    write_json(job.out / P.TRAIN_PEAKS, {"info": info, "categories": job.dataset.meta["categories"],
+                                         "points": records}, indent=None)
+    quality = peak_quality(job.train, records)
+    if job.run is not None:
+        job.run.log_metrics({f"peaks.{k}": v for k, v in quality.items()})
+    job.info.update({"config": config.to_dict(), "train_seconds": round(train_seconds, 1), "peaks": quality,
+                     "background_index": background, "val_labels": p.val_labels})
+
+
 VARIANTS.add("oracle", Variant(_oracle))
 VARIANTS.add("external", Variant(_external))
 VARIANTS.add("points-partial", Variant(_points, {"use_lab": False, "use_rgb": False}))
 VARIANTS.add("points-partial-lab", Variant(_points, {"use_lab": True, "use_rgb": False}))
 VARIANTS.add("points-partial-rgb", Variant(_points, {"use_lab": False, "use_rgb": True}))
 VARIANTS.add("points-all", Variant(_points, {"use_lab": True, "use_rgb": True}))
+VARIANTS.add("cam", Variant(_cam, {"use_pam": False}))
+VARIANTS.add("pam", Variant(_cam, {"use_pam": True}))
 
 
 def validate_external_maps(split: CanonicalSplit, folder: Path) -> None:
@@ -177,5 +305,5 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.add("wsss", Command("semantic pseudo-maps of the training images (oracle, external, points-*)",
+COMMANDS.add("wsss", Command("semantic pseudo-maps of the training images (oracle, external, points-*, cam, pam)",
                              _configure, _handle))

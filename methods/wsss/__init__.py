@@ -9,8 +9,11 @@
 - :mod:`.model` / :mod:`.point_train` — a small timm + FPN segmentation network trained from
   point labels with Eq. 5 (:func:`train_point_wsss`, :func:`predict_semantic`,
   :func:`point_label_maps`, :class:`PointWsssConfig`); timm and tqdm are imported lazily.
+- :mod:`.cam` — image-level CAM / PAM classifier (BESTIE Sec. 3.1): :func:`train_cam`,
+  :func:`iter_cams`, :func:`semantic_from_cam`, :func:`cam_peaks`, :class:`CamConfig`.
 """
 
+from .cam import CamConfig, CamNet, cam_peaks, iter_cams, semantic_from_cam, train_cam
 from .losses import (
     IGNORE_INDEX,
     expand_points,
@@ -25,6 +28,12 @@ from .peaks import Peak, extract_peaks, flip_average, local_maxima, normalize_ca
 from .tree_filter import GridTree, build_grid_mst, rgb_tree_loss, tree_filter, tree_filter_dense
 
 __all__ = [
+    "CamConfig",
+    "CamNet",
+    "cam_peaks",
+    "iter_cams",
+    "semantic_from_cam",
+    "train_cam",
     "IGNORE_INDEX",
     "GridTree",
     "Peak",

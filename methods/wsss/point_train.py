@@ -49,6 +49,10 @@ class PointWsssConfig:
     """alpha_1 of Eq. 5 (paper and release: 3)."""
     alpha_rgb: float = 3.0
     """alpha_2 of Eq. 5 (paper and release: 3)."""
+    pairwise_warmup: float = 0.0
+    """Fraction of ``iterations`` over which alpha_1 and alpha_2 ramp linearly from 0 to their
+    values (BoxInst's warm-up of its pairwise term; Point2Mask's paper states constant weights,
+    so 0 = off is the default)."""
     point_square: int = 5
     """Side of the square each point is expanded to (odd). The release uses 17 at VOC's ~500 px;
     17 * 128 / 500 = 4.4, so 5 for the 128 px embedded data. 1 = the single point pixel."""
@@ -101,6 +105,8 @@ class PointWsssConfig:
             raise ValueError(f"point_square must be a positive odd integer, got {self.point_square}")
         if self.iterations < 1 or self.batch_size < 1 or self.loss_stride < 1:
             raise ValueError("iterations, batch_size and loss_stride must be >= 1")
+        if not 0.0 <= self.pairwise_warmup <= 1.0:
+            raise ValueError(f"pairwise_warmup must be in [0, 1], got {self.pairwise_warmup}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +154,11 @@ def point_label_maps(points_json: Mapping[str, Any], split: Any, dataset: Any) -
 
 
 def compute_losses(
-    logits: torch.Tensor, images_u8: torch.Tensor, point_labels: torch.Tensor, config: PointWsssConfig
+    logits: torch.Tensor,
+    images_u8: torch.Tensor,
+    point_labels: torch.Tensor,
+    config: PointWsssConfig,
+    pairwise_scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """Eq. 5 for one batch; returns ``{"loss", "partial", ["lab"], ["rgb"]}`` (scalar tensors).
 
@@ -156,6 +166,7 @@ def compute_losses(
         logits: (B, C, H, W) at the input resolution.
         images_u8: (B, 3, H, W) uint8 RGB.
         point_labels: (B, H, W) long, point pixels only (255 elsewhere); expanded here.
+        pairwise_scale: multiplies alpha_1 and alpha_2 (the warm-up ramp, :func:`pairwise_ramp`).
 
     Only the switched-on terms are computed (``use_lab`` / ``use_rgb``).
     """
@@ -174,7 +185,7 @@ def compute_losses(
         out["lab"] = lab_pairwise_loss(
             logits, images, kernels=config.lab_kernels, threshold=config.lab_threshold, from_logits=True
         )
-        total = total + config.alpha_lab * out["lab"]
+        total = total + pairwise_scale * config.alpha_lab * out["lab"]
     if config.use_rgb:
         guide = normalize_images(images) if config.rgb_guide_normalized else (
             images.float() / 255.0 if images.dtype == torch.uint8 else images)
@@ -183,7 +194,7 @@ def compute_losses(
             logits.softmax(1), guide, sigma=config.rgb_sigma, unlabelled_mask=labels == IGNORE_INDEX,
             detach_target=config.rgb_detach_target, mask_numerator=config.rgb_mask_numerator, tree=tree,
         )
-        total = total + config.alpha_rgb * out["rgb"]
+        total = total + pairwise_scale * config.alpha_rgb * out["rgb"]
     out["loss"] = total
     return out
 
@@ -191,6 +202,13 @@ def compute_losses(
 # ---------------------------------------------------------------------------------------------
 # Training / prediction
 # ---------------------------------------------------------------------------------------------
+
+
+def pairwise_ramp(step: int, config: PointWsssConfig) -> float:
+    """Weight in [0, 1] of the pairwise terms at ``step`` (from 1): ``step / (warmup * iterations)``,
+    capped at 1; always 1 without warm-up."""
+    warmup_steps = config.pairwise_warmup * config.iterations
+    return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
 def _resolve_device(device: str | None) -> torch.device:
@@ -299,7 +317,7 @@ def train_point_wsss(
             xb, yb = xb.to(device), yb.to(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = model(normalize_images(xb))
-            losses = compute_losses(logits, xb, yb, config)
+            losses = compute_losses(logits, xb, yb, config, pairwise_ramp(step, config))
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 if bar is not None:
