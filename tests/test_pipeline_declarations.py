@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: dvc.yaml stage → the stage kind its command runs.
 STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "reference": "reference",
               "evaluate-wsss": "evaluate",
-              "wsss-table4": "wsss", "evaluate-wsss-table4": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
+              "wsss-table4": "wsss", "evaluate-wsss-table4": "evaluate",
+              "wsss-image": "wsss", "evaluate-wsss-image": "evaluate",
+              "segment-gt": "segment", "evaluate-segment-gt": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
 
 
 def _dvc_stages() -> dict:

@@ -89,5 +89,5 @@ def test_rows_fed_by_an_experiment_are_found_across_tables():
 def test_rows_fed_through_columns_from_are_found():
     from bench.report.specs import rows_fed_by
 
-    fed = rows_fed_by(load_specs(SPECS), slot="voc", method="wsss", variant="pam")
+    fed = rows_fed_by(load_specs(SPECS), slot="voc", method="wsss", variant="cam")
     assert "bestie/table4:pmm" in fed

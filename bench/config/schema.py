@@ -75,6 +75,12 @@ class WsssPointsParams(Section):
     weight_decay: float = Field(default=0.1, ge=0, description="AdamW weight decay (paper, VOC: 0.1)")
     alpha_lab: float = Field(default=3.0, ge=0, description="alpha_1 of Eq. 5 (paper: 3)")
     alpha_rgb: float = Field(default=3.0, ge=0, description="alpha_2 of Eq. 5 (paper: 3)")
+    pairwise_warmup: Probability = Field(
+        default=0.5, description="fraction of the iterations over which alpha_1 and alpha_2 ramp up linearly from 0",
+        json_schema_extra={"switch": "paper: constant alpha (0) with an ImageNet-initialised network; 0.5 here, "
+                                     "where the network starts from random weights (BoxInst's warm-up of its "
+                                     "pairwise term; docs/wsss.md: without it +LAB collapses)"},
+    )
     point_square: int = Field(default=5, ge=1, description="side of the square a point is expanded to (odd)")
     loss_stride: int = Field(default=2, ge=1, description="losses on the map downsampled by this factor")
     backbone: str = Field(default="resnet18", description="timm backbone (no pretrained weights)")
@@ -90,16 +96,155 @@ class WsssPointsParams(Section):
     )
 
 
+class WsssCamParams(Section):
+    """Image-level maps and instance cues: CAM / PAM classifier (BESTIE Sec. 3.1, appendix; modes cam, pam)."""
+
+    iterations: int = Field(default=150, ge=1, description="optimizer steps (release: 15 epochs of batch 5)")
+    batch_size: int = Field(default=16, ge=1, description="images per step (release: 5)")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        default="adamw", description="optimizer",
+        json_schema_extra={"switch": "sgd: the paper's SGD (momentum 0.9, extra layers 10x lr, lr x0.1 after 1/3 "
+                                     "and 2/3 of the steps); adamw: constant lr, for from-scratch training here"},
+    )
+    lr: float = Field(default=1e-3, gt=0, description="base learning rate (paper: 0.001 with SGD)")
+    weight_decay: float = Field(default=1e-4, ge=0, description="weight decay (paper: 0.0005)")
+    backbone: str = Field(default="resnet18", description="timm backbone (no pretrained weights; release: VGG-16)")
+    feature_index: int = Field(default=2, ge=0, le=5,
+                               description="timm out_indices level fed to the extra convs (resnet18: 2 = layer2)")
+    output_stride: Literal[8, 16] | None = Field(
+        default=8, description="backbone output stride by dilation (release: 8); null = the backbone's own "
+                               "(timm vgg16 cannot dilate; its feature_index 3 is at stride 8)")
+    extra_convs: int = Field(default=3, ge=1, le=8, description="3x3 convs before the 1x1 classifier (release: 3)")
+    extra_channels: int = Field(default=128, ge=1, description="width of the extra convs (release: 512)")
+    input_size: int = Field(default=128, ge=16, description="images resized to this square (release: 321 crops)")
+    pam_alpha: Probability = Field(default=0.7, description="PAM controller alpha (paper: 0.7; Table 7: 0.3-0.7)")
+    pam_layers: int = Field(
+        default=1, ge=1, le=8, description="mode pam: PAM after the last this-many extra convs",
+        json_schema_extra={"switch": "1: last layer only (paper Table 8, best); 3: all three extra convs "
+                                     "(appendix Fig. 10 and the release)"},
+    )
+    bg_threshold: Probability = Field(default=0.25, description="background score of the CAM argmax")
+    unsure_margin: Probability = Field(
+        default=0.0, description="pixels whose top CAM is within this of bg_threshold are written 255 (0 = off)"
+    )
+    val_labels: Literal["ground-truth", "predicted"] = Field(
+        default="ground-truth",
+        description="classes kept in the val CAMs: the GT image labels (as for train) or sigmoid(logit) > 0.5",
+    )
+    peak_kernel: int = Field(default=15, ge=1, description="NMS window of the peak search, odd (paper: 15)")
+    peak_top_k: int = Field(default=25, ge=1, description="peaks kept per class (release: 25)")
+    peak_threshold: Probability = Field(
+        default=0.5, description="peaks kept with normalised CAM score > this",
+        json_schema_extra={"switch": "paper: 0.5; release: 0.7 (its training loader's filter)"},
+    )
+    smooth_kernel: int = Field(
+        default=3, ge=1, description="mean filter before the peak search (release: 3; 1 = off; paper silent)"
+    )
+
+    @model_validator(mode="after")
+    def _odd_kernels(self) -> "WsssCamParams":
+        for name in ("peak_kernel", "smooth_kernel"):
+            if getattr(self, name) % 2 != 1:
+                raise ValueError(f"{name} must be odd, got {getattr(self, name)}")
+        if self.pam_layers > self.extra_convs:
+            raise ValueError(f"pam_layers ({self.pam_layers}) must be <= extra_convs ({self.extra_convs})")
+        return self
+
+
 class WsssParams(Section):
     method: Literal["oracle", "external", "points-partial", "points-partial-lab", "points-partial-rgb",
-                    "points-all"] = Field(default="oracle", description="how the train semantic maps are made")
+                    "points-all", "cam", "pam"] = Field(default="oracle",
+                                                        description="how the train semantic maps are made")
     external_dir: str | None = Field(default=None, description="folder of <stem>.png maps for method=external")
     points: WsssPointsParams = WsssPointsParams()
+    cam: WsssCamParams = WsssCamParams()
 
 
 # --------------------------------------------------------------------- methods
 class BestieParams(Section):
-    """BESTIE (filled when the method lands; section name fixed)."""
+    """BESTIE (paper 002; docs/bestie.md). Embedded defaults: the paper's pixel sizes scaled by
+    128 / 416 (the embedded images vs the paper's crops), a small network trained from scratch."""
+
+    point_mode: Literal["uniform", "center", "p10"] = Field(
+        default="center", description="points file of the point setting (BESTIE / P2Seg: centre points)")
+    backbone: str = Field(default="regnetx_002", description="timm backbone, pretrained=False (paper: hrnet_w48)")
+    out_indices: list[Annotated[int, Field(ge=0, le=5)]] = Field(
+        default=[1, 2, 3], min_length=1, description="backbone levels fused at the finest (stride-4) level")
+    decoder_channels: int = Field(default=48, ge=8, description="fused feature width (release: 48-ch HRNet branches)")
+    head_channels: int = Field(default=48, ge=8, description="hidden width of each head (release: 256)")
+    iterations: int = Field(default=200, ge=1, description="optimizer steps per training round")
+    batch_size: int = Field(default=8, ge=1, description="images per step (paper 32, release 16)")
+    lr: float = Field(default=1e-3, gt=0, description="Adam lr (paper 5e-5 with a pretrained HRNet; from scratch here)")
+    weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay (release: 0)")
+    warmup_iterations: int = Field(default=20, ge=0, description="linear warm-up steps (release: 2000)")
+    warmup_factor: Ratio = Field(default=0.001, description="warm-up start lr factor (release: 0.001)")
+    poly_power: float = Field(default=0.9, gt=0, description="poly LR power (paper and release: 0.9)")
+    crop_size: int = Field(default=128, ge=16, description="random crop (paper 416)")
+    scale_min: float = Field(default=0.7, gt=0, description="random scale lower bound (release: 0.7)")
+    scale_max: float = Field(default=1.3, gt=0, description="random scale upper bound (release: 1.3)")
+    hflip: bool = Field(default=True, description="random horizontal flip (release)")
+    sigma: float = Field(default=2.0, gt=0, description="centre Gaussian sigma in px (paper 6 at 416 px)")
+    min_area: int = Field(default=5, ge=1, description="components smaller than this are skipped (release: 50 px)")
+    offset_target: Literal["centroid", "centroid-int", "point"] = Field(
+        default="centroid", description="where a pseudo instance's offsets point",
+        json_schema_extra={"switch": "paper: mask centroid (Sec. 3.3, Listing 4); release: int-truncated "
+                                     "centroid (centroid-int); point: the annotated point / peak"})
+    center_map_source: Literal["instances", "cues"] = Field(
+        default="instances", description="image setting: pseudo centre map at the pseudo instances' centres or at "
+                                         "every cue (the point setting always uses the GT point map, Sec. 4.3)",
+        json_schema_extra={"switch": "paper: centroid of each pseudo instance (Sec. 3.3); release: a Gaussian at "
+                                     "every peak of a present class (cues)"})
+    iag: bool = Field(default=True, description="instance-aware guidance (Sec. 3.4); false: centre/offset losses "
+                                                "on every pixel (Table 3/6 ablations)")
+    refine: bool = Field(default=True, description="online self-refinement (Sec. 3.5)")
+    refine_start: float = Field(
+        default=0.0, ge=0, lt=1, description="fraction of the iterations before self-refinement starts",
+        json_schema_extra={"switch": "paper silent ('as training progresses'); release: from the first step (0)"})
+    refine_threshold: Probability = Field(default=0.3, description="image-setting refinement centre threshold (0.3)")
+    refine_max_per_component: int = Field(default=5, ge=1, description="refined centres per component (release: 5)")
+    refined_offset_target: Literal["centroid", "center"] = Field(
+        default="centroid", description="refined offsets point to the grouped mask's centroid or to its centre",
+        json_schema_extra={"switch": "paper: centroid of each grouped mask (Listing 5); release (point setting): "
+                                     "the GT point the pixels were grouped to (center)"})
+    refined_center_loss: bool = Field(
+        default=True, description="centre loss on the refined labels",
+        json_schema_extra={"switch": "paper: refined centre map term (Eq. 3; GT centre map in the point setting); "
+                                     "release (point setting): no refined centre loss (false)"})
+    nms_kernel: int = Field(default=13, ge=1, description="centre NMS kernel, odd (paper/release 41 at 416 px)")
+    infer_threshold: Probability = Field(default=0.1, description="inference centre threshold (release: 0.1)")
+    cluster: bool = Field(default=True, description="centre clustering (appendix; Table 3 'cluster')")
+    cluster_magnitude: float = Field(default=2.5, gt=0, description="offset magnitude threshold of clustering (2.5)")
+    cluster_area: int = Field(default=21, ge=1, description="expected cluster area (21 px for 2.5)")
+    cluster_epsilon: int = Field(default=3, ge=0, description="cluster area tolerance (3)")
+    cluster_bounds: Literal["inclusive", "strict"] = Field(
+        default="inclusive", description="area within 21 ± 3 with bounds included or excluded",
+        json_schema_extra={"switch": "paper: 'between 21 − ε and 21 + ε' (inclusive); release: strict"})
+    cluster_min_distance: float = Field(
+        default=0.0, ge=0, description="clustered centres are added only farther than this (px) from every "
+                                       "detected centre; 0 = always",
+        json_schema_extra={"switch": "paper: every cluster complements the centres (0); release: only clusters "
+                                     "> 100 px (at 416 px) from every detected peak"})
+    lambda_center: float = Field(default=200.0, ge=0, description="λ_center (Eq. 6: 200)")
+    lambda_offset: float = Field(default=0.01, ge=0, description="λ_offset (Eq. 6: 0.01)")
+    lambda_semantic: float = Field(default=1.0, ge=0, description="λ_sem (Eq. 6: 1)")
+    loss_combine: Literal["sum", "mean"] = Field(
+        default="sum", description="pseudo and refined centre/offset terms summed or averaged",
+        json_schema_extra={"switch": "paper: summed (Eqs. 3-4, Listing 1); release: averaged, 0.5 each (mean)"})
+    semantic_loss: Literal["ce", "hard-pixel"] = Field(
+        default="ce", description="semantic CE over all pixels or over the hardest hard_pixel_ratio of them",
+        json_schema_extra={"switch": "paper: plain CE (Eq. 5); release: DeepLab hard-pixel CE, top 20% (hard-pixel)"})
+    hard_pixel_ratio: Ratio = Field(default=0.2, description="kept fraction for semantic_loss = hard-pixel (0.2)")
+    flip_tta: Literal["none", "points", "all"] = Field(
+        default="points", description="horizontal-flip test-time augmentation: never, point setting only, always",
+        json_schema_extra={"switch": "paper silent; release: flip TTA in the point setting (points)"})
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BestieParams":
+        if self.nms_kernel % 2 != 1:
+            raise ValueError(f"bestie.nms_kernel must be odd, got {self.nms_kernel}")
+        if self.scale_min > self.scale_max:
+            raise ValueError(f"bestie.scale_min ({self.scale_min}) > bestie.scale_max ({self.scale_max})")
+        return self
 
 
 class MdmParams(Section):
@@ -118,8 +263,86 @@ class JtsmParams(Section):
     """JTSM (filled when the method lands; section name fixed)."""
 
 
+class MaskRCNNParams(Section):
+    """Mask R-CNN architecture and sampling (``segmentor.arch = mask_rcnn``); the VOC/COCO profiles use
+    torchvision's ``maskrcnn_resnet50_fpn`` values, the embedded defaults are sized for 128 px images."""
+
+    anchor_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[16, 32, 64, 96, 128], min_length=5, max_length=5,
+        description="anchor size per pyramid level (strides 4, 8, 16, 32, pool); torchvision: 32..512")
+    aspect_ratios: list[Annotated[float, Field(gt=0)]] = Field(default=[0.5, 1.0, 2.0], min_length=1)
+    rpn_pre_nms_top_n_train: int = Field(default=600, ge=1, description="per level (torchvision 2000)")
+    rpn_post_nms_top_n_train: int = Field(default=300, ge=1, description="proposals kept (torchvision 2000)")
+    rpn_pre_nms_top_n_test: int = Field(default=300, ge=1, description="per level (torchvision 1000)")
+    rpn_post_nms_top_n_test: int = Field(default=100, ge=1, description="proposals kept (torchvision 1000)")
+    rpn_batch_size_per_image: int = Field(default=128, ge=1, description="anchors sampled per image (256)")
+    box_batch_size_per_image: int = Field(default=64, ge=1, description="RoIs sampled per image (512)")
+    representation_size: int = Field(default=256, ge=1, description="box-head MLP width (1024)")
+    mask_head_layers: int = Field(default=2, ge=1, description="3x3 convs of the mask head (4)")
+    box_nms_thresh: float = Field(default=0.5, gt=0, le=1, description="per-class NMS IoU at test time")
+
+
 class SegmentorParams(Section):
-    """Segmentor fine-tuning (filled when the stage lands; section name fixed)."""
+    """Segmentor fine-tuning (stage ``segment``, docs/segmentor.md): a fully supervised instance
+    segmentor trained on a method's train pseudo labels (or the ground truth), predicting val."""
+
+    backend: Literal["torchvision", "detectron2"] = Field(
+        default="torchvision",
+        description="training framework: torchvision (built in) or detectron2 (when installed; Mask R-CNN only)")
+    arch: Literal["mask_rcnn", "solov2"] = Field(default="mask_rcnn", description="model (torchvision backend)")
+    backbone: str = Field(default="resnet18", min_length=1, description="timm backbone of the FPN (no download)")
+    backbone_weights: str | None = Field(
+        default=None, description="local checkpoint of the timm backbone (e.g. ImageNet weights); none = from scratch")
+    fpn_channels: int = Field(default=64, ge=8, description="FPN width (torchvision / detectron2: 256)")
+    iterations: int | None = Field(default=400, ge=1, description="optimizer steps (or set epochs instead)")
+    epochs: float | None = Field(default=None, gt=0, description="passes over the training images; converted "
+                                                                  "to iterations with batch_size; overrides iterations")
+    batch_size: int = Field(default=4, ge=1, description="images per step (paper: 16)")
+    lr: float = Field(default=0.02, gt=0, description="SGD learning rate (paper: 0.02)")
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_iters: int = Field(default=50, ge=0, description="linear warm-up steps (detectron2: 1000)")
+    warmup_factor: float = Field(default=0.001, gt=0, le=1, description="LR factor at the first step")
+    lr_steps: list[Annotated[float, Field(gt=0)]] = Field(
+        default=[300, 370], description="LR x lr_gamma at these points, in iterations (in epochs when epochs is set; "
+                                         "paper: epochs 8 and 11)")
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    min_size: list[Annotated[int, Field(ge=16)]] = Field(
+        default=[128], min_length=1,
+        description="shorter side when training, one sampled per image (multi-scale); the last is the test size")
+    max_size: int = Field(default=128, ge=16, description="cap on the longer side (detectron2: 1333)")
+    hflip: bool = Field(default=True, description="random horizontal flip (p = 0.5)")
+    soft_weights: bool = Field(
+        default=False, description="weight each instance's losses by its 'score' when it has no 'weight' field")
+    min_mask_area: int = Field(default=4, ge=1, description="training masks with fewer pixels are dropped (counted)")
+    mask_threshold: float = Field(default=0.5, gt=0, lt=1, description="predicted mask probability threshold")
+    score_threshold: float = Field(default=0.05, ge=0, lt=1, description="detections below this score are dropped")
+    detections_per_image: int = Field(default=100, ge=1, description="best-scoring detections kept per val image")
+    checkpoint_every: int = Field(default=100, ge=0, description="resumable checkpoint every N steps (0 = end only)")
+    amp: bool = Field(default=True, description="mixed precision on CUDA (never on CPU)")
+    mask_rcnn: MaskRCNNParams = MaskRCNNParams()
+    solov2: dict[str, Any] = Field(
+        default_factory=lambda: {"grids": [16, 12, 8], "scale_ranges": [[1, 32], [16, 64], [32, 128]],
+                                 "head_channels": 128, "head_convs": 2, "mask_feat_channels": 64,
+                                 "mask_out_channels": 64, "norm_groups": 16},
+        description="SOLOv2Config options (methods/segmentor/solov2.py) for arch = solov2; {} = the paper's; "
+                    "checked when the stage builds the model")
+    detectron2_config: str = Field(
+        default="COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+        description="detectron2 model-zoo config name (backend = detectron2)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SegmentorParams":
+        if (self.iterations is None) == (self.epochs is None):
+            raise ValueError("set exactly one of iterations and epochs (the other null)")
+        budget = self.epochs if self.epochs is not None else self.iterations
+        if list(self.lr_steps) != sorted(self.lr_steps) or any(s >= budget for s in self.lr_steps):
+            raise ValueError(f"lr_steps {self.lr_steps} must increase and stay below the budget ({budget})")
+        if self.backend == "detectron2" and self.arch != "mask_rcnn":
+            raise ValueError("backend detectron2 trains Mask R-CNN only (arch = mask_rcnn)")
+        if max(self.min_size) > self.max_size:
+            raise ValueError(f"min_size {self.min_size} exceeds max_size {self.max_size}")
+        return self
 
 
 # --------------------------------------------------------------------------- eval
