@@ -27,7 +27,6 @@ targets ``{boxes xyxy, labels 1..K, masks uint8 (N, H, W), weights (N,)}``.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 import math
 import os
@@ -40,6 +39,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from methods.runtime import deterministic, mixed_precision, resolve_device
 
 __all__ = ["EngineConfig", "TrainResult", "Prediction", "train", "predict", "lr_factor", "batch_indices",
            "flip_flags", "hflip", "CHECKPOINT_NAME", "load_checkpoint"]
@@ -146,21 +147,6 @@ def hflip(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
     return image.flip(-1), out
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    """``torch.use_deterministic_algorithms`` for the block (warn-only), restored afterwards."""
-    prev, prev_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
@@ -200,14 +186,13 @@ def train(
     n = len(dataset)
     if n == 0:
         raise ValueError("the training set is empty (no image has a usable instance)")
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config))
-    use_amp = bool(config.amp and device.type == "cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = mixed_precision(device, config.amp)
+    scaler = precision.scaler
 
     start = 0
     torch.manual_seed(config.seed)  # the model's own randomness (proposal sampling, multi-scale choice)
@@ -246,7 +231,7 @@ def train(
     values: dict[str, float] = {}
     t0 = time.perf_counter()
     model.train()
-    with _deterministic(device.type == "cpu"):
+    with deterministic(device.type == "cpu", warn_only=True):
         for step in range(start, config.iterations):
             images, targets = [], []
             flips = flip_flags(step, config.batch_size, config.seed)
@@ -256,7 +241,7 @@ def train(
                     image, target = hflip(image, target)
                 images.append(image.to(device))
                 targets.append({k: v.to(device) for k, v in target.items()})
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with precision.autocast(device):
                 losses = model(images, targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):

@@ -30,7 +30,6 @@ No pipeline imports: torch, numpy, timm (lazy) and tqdm (lazy) only.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -39,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .model import normalize_images
 from .pam import PeakAttention
@@ -56,25 +57,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = 255
-
-
-def _resolve_device(device: str | None) -> torch.device:
-    """The configured device; None = CUDA when available, else CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    """``torch.use_deterministic_algorithms(enabled)`` for the block, restored afterwards."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
 
 
 @dataclass(frozen=True)
@@ -271,7 +253,7 @@ def train_cam(
         raise ValueError(f"labels must be (N, K) with N = {len(images)} images > 0, got {tuple(y_all.shape)}")
     if not torch.all((y_all == 0) | (y_all == 1)):
         raise ValueError("labels must be 0/1")
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     x_all = _resize_batch(images, config.input_size)
     n = x_all.shape[0]
     gen = torch.Generator().manual_seed(config.seed)
@@ -280,9 +262,8 @@ def train_cam(
         model = CamNet(y_all.shape[1], config)
     model = model.to(device)
     opt, update_lr = _make_optimizer(model, config)
-    use_amp = bool(config.amp and device.type == "cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = mixed_precision(device, config.amp)
+    scaler = precision.scaler
     bs = min(config.batch_size, n)
     order: list[int] = []
 
@@ -293,7 +274,7 @@ def train_cam(
         bar = tqdm(total=config.iterations, desc="pam" if config.use_pam else "cam", leave=False)
     model.train()
     try:
-        with _deterministic(device.type == "cpu"):
+        with deterministic(device.type == "cpu"):
             for step in range(1, config.iterations + 1):
                 if len(order) < bs:  # a new epoch; the incomplete rest of the last one is dropped
                     order = torch.randperm(n, generator=gen).tolist()
@@ -304,7 +285,7 @@ def train_cam(
                     xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
                 xb, yb = xb.to(device), yb.to(device)
                 update_lr(step)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                with precision.autocast(device):
                     logits, _ = model(normalize_images(xb))
                 loss = F.multilabel_soft_margin_loss(logits.float(), yb)
                 if not torch.isfinite(loss):

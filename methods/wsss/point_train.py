@@ -15,7 +15,6 @@ No pipeline imports: torch, numpy, scipy, timm and tqdm only (the dataset is duc
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -23,6 +22,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .losses import IGNORE_INDEX, expand_points, lab_pairwise_loss, partial_cross_entropy
 from .model import PointSegNet, normalize_images
@@ -211,24 +212,6 @@ def pairwise_ramp(step: int, config: PointWsssConfig) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool):
-    """``torch.use_deterministic_algorithms(enabled)`` for the block, restored afterwards."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
 def _stack_inputs(
     images: Sequence[np.ndarray], point_maps: Sequence[np.ndarray]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -273,7 +256,7 @@ def train_point_wsss(
     step number when the loss is not finite. On CPU the run is deterministic
     (``torch.use_deterministic_algorithms`` inside the call, restored afterwards).
     """
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     x_all, y_all = _stack_inputs(images, point_maps)
     labelled = y_all[y_all != IGNORE_INDEX]
     if labelled.numel() and (int(labelled.max()) >= num_classes or int(labelled.min()) < 0):
@@ -286,9 +269,8 @@ def train_point_wsss(
         decoder_channels=config.decoder_channels,
     ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    use_amp = bool(config.amp and device.type == "cuda")
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    precision = mixed_precision(device, config.amp)
+    scaler = precision.scaler
 
     bs = min(config.batch_size, n)
     order: list[int] = []
@@ -306,7 +288,7 @@ def train_point_wsss(
 
         bar = tqdm(total=config.iterations, desc="point-wsss", leave=False)
     model.train()
-    with _deterministic(device.type == "cpu"):
+    with deterministic(device.type == "cpu"):
         for step in range(1, config.iterations + 1):
             idx = next_batch()
             xb, yb = x_all[idx], y_all[idx]
@@ -315,7 +297,7 @@ def train_point_wsss(
                 xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
                 yb = torch.where(flip.view(-1, 1, 1), yb.flip(-1), yb)
             xb, yb = xb.to(device), yb.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            with precision.autocast(device):
                 logits = model(normalize_images(xb))
             losses = compute_losses(logits, xb, yb, config, pairwise_ramp(step, config))
             loss = losses["loss"]

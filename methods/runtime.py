@@ -1,0 +1,50 @@
+"""What every training loop of the methods shares: the device, deterministic kernels on CPU and
+mixed precision on CUDA (DESIGN.md, "Runtime rules")."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["resolve_device", "deterministic", "MixedPrecision", "mixed_precision"]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The configured device; None = CUDA when available, else CPU."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool, *, warn_only: bool = False) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(enabled, warn_only=...)`` for the block, restored afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
+
+
+@dataclass
+class MixedPrecision:
+    """Autocast settings and the gradient scaler of one training run."""
+
+    enabled: bool
+    dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.enabled)
+
+
+def mixed_precision(device: torch.device, requested: bool) -> MixedPrecision:
+    """AMP on CUDA when requested (bf16 where supported, else fp16 with a GradScaler); never on CPU."""
+    enabled = bool(requested and device.type == "cuda")
+    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    return MixedPrecision(enabled, dtype, torch.amp.GradScaler("cuda", enabled=enabled and dtype == torch.float16))
