@@ -14,7 +14,10 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "evaluate-wsss": "evaluate",
               "wsss-table4": "wsss", "evaluate-wsss-table4": "evaluate",
               "wsss-image": "wsss", "evaluate-wsss-image": "evaluate",
-              "segment-gt": "segment", "evaluate-segment-gt": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
+              "segment-gt": "segment", "evaluate-segment-gt": "evaluate",
+              "bestie-points": "bestie", "bestie-image": "bestie", "bestie-baseline": "bestie",
+              "evaluate-bestie-points": "evaluate", "evaluate-bestie-image": "evaluate",
+              "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
 
 
 def _dvc_stages() -> dict:

@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "bench.commands.points",
     "bench.commands.wsss",
     "bench.commands.reference",
+    "bench.commands.bestie",
     "bench.commands.segment",
     "bench.commands.evaluate",
     "bench.commands.report",

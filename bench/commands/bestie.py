@@ -1,0 +1,358 @@
+"""``bench bestie`` — BESTIE (paper 002) in the point and image-label settings (stage ``bestie``).
+
+Writes ``runs/<slot>/bestie/<variant>/seed<k>/``: ``val_instances.json`` (inference on val),
+``train_pseudo.json`` (the final refined instance maps of the training images, one record per
+grouped point with ``point_annotation_id``; ``null`` in the image setting) and ``run.json``.
+
+Inputs: the WSSS maps of a wsss run (``<run>/train_semantic/<stem>.png``; ``--wsss``, default per
+variant), the instance cues — GT points (``data/points/<slot>/<split>_<bestie.point_mode>.json``)
+or PAM peaks (``<wsss run>/train_peaks.json``: the points format plus ``score``; ``--peaks``).
+
+Variants (table rows; one code path, options only — see :data:`VARIANTS` and docs/bestie.md):
+``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T4), ``abl-*`` (T3, T6),
+``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``alpha-*`` (T7), ``pam-*`` (T8) and the
+training-free ``transfer-only`` baseline (the WSSS components with exactly one point, on train and
+val, no network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import predictions as P
+from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.io import atomic_path, read_json, write_json
+from bench.paths import canonical_dir, points_file, run_dir
+from bench.registry import Registry
+from bench.stages.base import declare_stage, run_stage, seed_everything
+from datasets.canonical import CanonicalDataset, CanonicalSplit
+from datasets.errors import DatasetError
+from datasets.imageio import read_index_png
+
+log = logging.getLogger(__name__)
+STAGE = declare_stage("bestie", "data", "bestie")
+#: The peaks file a wsss ``pam`` / ``cam`` run writes next to its maps.
+PEAKS = P.TRAIN_PEAKS
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A table row: supervision, default wsss run (maps) and peaks run, config overrides, rounds."""
+
+    supervision: str  # "points" | "image" | "transfer" (no training)
+    wsss: str = "active"
+    peaks: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    rounds: int = 0  # offline re-training rounds after the first training (Table 5)
+    rows: str = ""
+
+
+VARIANTS: Registry[Variant] = Registry("bestie variant")
+#: Image setting: CAM maps as the WSSS (the stand-in for PMM, Table 4 mIoU from wsss/cam), PAM peaks as cues.
+_IMAGE = dict(supervision="image", wsss="cam/seed0", peaks="pam/seed0")
+VARIANTS.add("points", Variant("points", rows="T1/T2 point rows (and p2seg bestie† via the segmentor)"))
+VARIANTS.add("transfer-only", Variant("transfer", rows="training-free baseline: WSSS components with one point"))
+VARIANTS.add("image", Variant(**_IMAGE, rows="T1/T2 image rows; T3 full; T4 PMM stand-in; T5 iters=0; T6; T7 α=0.7; T8"))
+VARIANTS.add("wsss-gt", Variant(**{**_IMAGE, "wsss": "oracle/seed0"}, rows="T4 ground truth"))
+VARIANTS.add("wsss-singlestage", Variant(**{**_IMAGE, "wsss": "singlestage"}, rows="T4 SingleStage (external maps)"))
+VARIANTS.add("wsss-rrm", Variant(**{**_IMAGE, "wsss": "rrm"}, rows="T4 RRM (external maps)"))
+_NO_IAG_REFINE_CLUSTER = {"iag": False, "refine": False, "cluster": None}
+VARIANTS.add("abl-cam", Variant(**{**_IMAGE, "peaks": "cam/seed0"}, options=_NO_IAG_REFINE_CLUSTER, rows="T3 row 1"))
+VARIANTS.add("abl-pam", Variant(**_IMAGE, options=_NO_IAG_REFINE_CLUSTER, rows="T3 row 2, T6 row 1"))
+VARIANTS.add("abl-pam-iag", Variant(**_IMAGE, options={"refine": False, "cluster": None}, rows="T3 row 3, T6 row 2"))
+VARIANTS.add("abl-pam-iag-refine", Variant(**_IMAGE, options={"cluster": None}, rows="T3 row 4"))
+VARIANTS.add("abl-pam-refine", Variant(**_IMAGE, options={"iag": False}, rows="T6 row 4"))
+VARIANTS.add("iter-1", Variant(**_IMAGE, rounds=1, rows="T5 iters=1"))
+VARIANTS.add("iter-2", Variant(**_IMAGE, rounds=2, rows="T5 iters=2"))
+for _alpha in ("0.3", "0.5"):
+    VARIANTS.add(f"alpha-{_alpha}", Variant(**{**_IMAGE, "peaks": f"pam-alpha-{_alpha}/seed0"}, rows="T7"))
+VARIANTS.add("pam-off", Variant(**{**_IMAGE, "peaks": "cam/seed0"}, rows="T8 no PAM"))
+for _layers in ("l4", "l5", "l4-l5", "l5-l6", "l4-l5-l6", "l4-l6"):
+    VARIANTS.add(f"pam-{_layers}", Variant(**{**_IMAGE, "peaks": f"pam-{_layers}/seed0"}, rows="T8"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_wsss_run(slot: str, spec: str) -> Path:
+    """A wsss run folder: an existing directory path, else ``runs/<slot>/wsss/<spec>``."""
+    path = Path(spec)
+    if path.is_dir() and (path / P.TRAIN_SEMANTIC_DIR).is_dir():
+        return path
+    path = run_dir(slot, "wsss", spec)
+    if not (path / P.TRAIN_SEMANTIC_DIR).is_dir():
+        raise FileNotFoundError(f"wsss run {spec!r}: {path / P.TRAIN_SEMANTIC_DIR} does not exist; "
+                                f"run `bench wsss --dataset {slot} --variant ...` or pass --wsss <run folder>")
+    return path
+
+
+def resolve_peaks(slot: str, spec: str) -> Path:
+    """A peaks JSON: a file path, else ``runs/<slot>/wsss/<spec>/train_peaks.json``."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    path = run_dir(slot, "wsss", spec) / PEAKS
+    if not path.is_file():
+        raise FileNotFoundError(f"peaks {spec!r}: {path} does not exist (written by the wsss pam/cam variants); "
+                                f"pass --peaks <file>")
+    return path
+
+
+@dataclass
+class Cues:
+    """Instance cues of one image: (y, x), semantic index, GT annotation id (None for peaks)."""
+
+    yx: np.ndarray
+    classes: np.ndarray
+    annotation_ids: list[int | None]
+
+
+def load_cues(path: Path, split: CanonicalSplit, dataset: CanonicalDataset) -> dict[int, Cues]:
+    """Thing cues per image from a points file (or a peaks file: the same records plus ``score``).
+
+    A cue on an unknown image, outside its image or of an unknown / stuff category stops with a
+    message naming the file and record."""
+    data = read_json(path)
+    records = data["points"] if isinstance(data, dict) else data
+    by_image: dict[int, list[tuple[int, int, int, int | None]]] = defaultdict(list)
+    for k, p in enumerate(records):
+        where = f"record {k} (id {p.get('id')})"
+        image_id = int(p["image_id"])
+        try:
+            info = split.image(image_id)
+        except DatasetError:
+            raise DatasetError(f"image {image_id} is not in split {split.name!r}", path=path, record=where) from None
+        cat = int(p["category_id"])
+        if cat not in dataset.category_by_id:
+            raise DatasetError(f"unknown category {cat}", path=path, record=where)
+        if not dataset.category_by_id[cat].isthing:
+            continue
+        x, y = int(p["x"]), int(p["y"])
+        if not (0 <= x < info.width and 0 <= y < info.height):
+            raise DatasetError(f"point ({x}, {y}) outside the {info.width}x{info.height} image", path=path, record=where)
+        aid = p.get("annotation_id")
+        by_image[image_id].append((y, x, dataset.semantic_index(cat), None if aid is None else int(aid)))
+    out = {}
+    for image in split.images:
+        rows = by_image.get(image.id, [])
+        out[image.id] = Cues(np.array([(r[0], r[1]) for r in rows], dtype=np.int64).reshape(-1, 2),
+                             np.array([r[2] for r in rows], dtype=np.int64), [r[3] for r in rows])
+    return out
+
+
+def load_semantic_maps(folder: Path, split: CanonicalSplit) -> dict[int, np.ndarray]:
+    maps = {}
+    for image in split.images:
+        path = folder / f"{image.stem}.png"
+        if not path.is_file():
+            raise DatasetError("WSSS map is missing", path=path, record=f"image {image.id}")
+        m = read_index_png(path, record=f"image {image.id}")
+        if m.shape != (image.height, image.width):
+            raise DatasetError(f"map is {m.shape}, image {image.height}x{image.width}", path=path)
+        maps[image.id] = m
+    return maps
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+
+
+def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any]) -> Any:
+    """The validated ``bestie`` section → :class:`methods.bestie.train.BestieConfig` (+ variant options)."""
+    from methods.bestie import ClusterConfig, LossWeights
+    from methods.bestie.train import BestieConfig
+
+    cluster = ClusterConfig(magnitude_threshold=p.cluster_magnitude, area=p.cluster_area, epsilon=p.cluster_epsilon,
+                            inclusive=p.cluster_bounds == "inclusive", min_distance=p.cluster_min_distance)
+    config = BestieConfig(
+        supervision=supervision, backbone=p.backbone, out_indices=tuple(p.out_indices),
+        decoder_channels=p.decoder_channels, head_channels=p.head_channels, iterations=p.iterations,
+        batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, warmup_iterations=p.warmup_iterations,
+        warmup_factor=p.warmup_factor, poly_power=p.poly_power, crop_size=p.crop_size,
+        scale_range=(p.scale_min, p.scale_max), hflip=p.hflip, sigma=p.sigma, min_area=p.min_area,
+        offset_target=p.offset_target, center_map_source=p.center_map_source, iag=p.iag, refine=p.refine,
+        refine_start=p.refine_start, refine_threshold=p.refine_threshold, nms_kernel=p.nms_kernel,
+        refine_max_per_component=p.refine_max_per_component, refined_offset_target=p.refined_offset_target,
+        refined_center_loss=p.refined_center_loss, cluster=cluster if p.cluster else None,
+        loss_weights=LossWeights(p.lambda_center, p.lambda_offset, p.lambda_semantic), combine=p.loss_combine,
+        hard_pixel_ratio=p.hard_pixel_ratio if p.semantic_loss == "hard-pixel" else None,
+        infer_threshold=p.infer_threshold,
+        flip_tta=p.flip_tta == "all" or (p.flip_tta == "points" and supervision == "points"), seed=seed,
+    )
+    return dataclasses.replace(config, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variants
+# ---------------------------------------------------------------------------------------------
+
+
+def _transfer_records(split: CanonicalSplit, maps: dict[int, np.ndarray], cues: dict[int, Cues], min_area: int,
+                      tag: bool) -> tuple[list[dict], dict[str, int]]:
+    """The training-free baseline: components with exactly one point, score 1."""
+    from methods.bestie import TransferStats, pseudo_instances
+
+    dataset, total, records = split.dataset, TransferStats(), []
+    for image in split.images:
+        c = cues[image.id]
+        found, stats = pseudo_instances(maps[image.id], c.yx, c.classes, min_area=min_area)
+        total.add(stats)
+        records += P.instance_records(
+            image.id, [f.mask for f in found], [dataset.semantic_classes[f.semantic_class] for f in found],
+            [1.0] * len(found), point_annotation_ids=[c.annotation_ids[f.cue] for f in found] if tag else None)
+    return records, total.to_dict()
+
+
+def _thing_classes(dataset: CanonicalDataset) -> list[int]:
+    return [i for i, cat in enumerate(dataset.semantic_classes)
+            if cat != dataset.void_label and dataset.category_by_id[cat].isthing]
+
+
+def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, dataset: CanonicalDataset,
+                  train: CanonicalSplit, val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
+    from methods.bestie.train import (Sample, build_pseudo_targets, infer_instances, predict_outputs,
+                                      refined_instances, targets_from_instances, train_bestie)
+    from methods.bestie import TransferStats
+
+    p = ctx.params.bestie
+    config = make_config(p, variant.supervision, args.seed, variant.options)
+    things = _thing_classes(dataset)
+    maps = load_semantic_maps(wsss / P.TRAIN_SEMANTIC_DIR, train)
+    if variant.supervision == "points":
+        cue_file = points_file(args.dataset, train.name, p.point_mode)
+    else:
+        cue_file = resolve_peaks(args.dataset, args.peaks or variant.peaks)
+    cues = load_cues(cue_file, train, dataset)
+    images = {image.id: train.load_image(image.id) for image in train.images}
+    stats = TransferStats()
+    samples = []
+    for image in train.images:
+        targets, s = build_pseudo_targets(maps[image.id], cues[image.id].yx, cues[image.id].classes, config)
+        stats.add(s)
+        samples.append(Sample(images[image.id], maps[image.id], targets))
+    log.info("semantic knowledge transfer: %s", stats.to_dict())
+    info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
+    train_ims = [images[i.id] for i in train.images]
+    for round_ in range(variant.rounds + 1):
+        t0 = time.perf_counter()
+        model = train_bestie(
+            samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things,
+            config=dataclasses.replace(config, seed=args.seed + round_),
+            on_step=lambda step, losses, r=round_: ctx.run.log_metrics(
+                {f"train.r{r}.{k}": v for k, v in losses.items()}, step=step))
+        seconds = time.perf_counter() - t0
+        info["rounds"].append({"train_seconds": round(seconds, 2), "steps": config.iterations,
+                               "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
+        refined = [refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config)
+                   for im, o in zip(train.images, predict_outputs(model, train_ims, flip_tta=config.flip_tta))]
+        if round_ < variant.rounds:  # Table 5: the refined labels become the next round's pseudo labels
+            samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
+                maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],
+                [i.cls for i, _ in r], cues[im.id].yx, cues[im.id].classes)) for im, r in zip(train.images, refined)]
+    pseudo: list[dict] = []
+    for im, found in zip(train.images, refined):
+        pseudo += pseudo_records(im.id, found, dataset.semantic_classes, cues[im.id].annotation_ids)
+    val_records: list[dict] = []
+    t0 = time.perf_counter()
+    val_ims = [val.load_image(im.id) for im in val.images]
+    for im, o in tqdm(zip(val.images, predict_outputs(model, val_ims, flip_tta=config.flip_tta)), total=len(val_ims),
+                      desc="bestie val", unit="img", leave=False):
+        found = infer_instances(o, things, config)
+        val_records += P.instance_records(im.id, [f.mask for f in found],
+                                          [dataset.semantic_classes[f.cls] for f in found], [f.score for f in found])
+    info["val_seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / P.INSTANCES, val_records, indent=None)
+    write_json(out / P.PSEUDO, pseudo, indent=None)
+    ctx.run.log_metrics({"val_instances": len(val_records), "train_pseudo_instances": len(pseudo)})
+
+
+def pseudo_records(image_id: int, found: list[tuple[Any, int | None]], semantic_classes: list[int],
+                   annotation_ids: list[int | None]) -> list[dict]:
+    """``train_pseudo.json`` records of one image: COCO results (RLE, bbox, score) with
+    ``point_annotation_id`` = the GT annotation id of the cue an instance was grouped to, ``null``
+    for cues without one (image-setting peaks)."""
+    records = P.instance_records(image_id, [i.mask for i, _ in found], [semantic_classes[i.cls] for i, _ in found],
+                                 [i.score for i, _ in found])
+    for record, (_, cue) in zip(records, found):
+        record["point_annotation_id"] = None if cue is None else annotation_ids[cue]
+    return records
+
+
+def _label_center(instance: Any, config: Any) -> tuple[float, float]:
+    if config.refined_offset_target == "center":
+        return instance.center
+    ys, xs = np.nonzero(instance.mask)
+    return float(ys.mean()), float(xs.mean())
+
+
+def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, dataset: CanonicalDataset, train: CanonicalSplit,
+                  val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
+    p = ctx.params.bestie
+    if not (wsss / P.SEMANTIC_DIR).is_dir():
+        raise FileNotFoundError(f"{wsss / P.SEMANTIC_DIR}: the transfer-only baseline needs the wsss run's val maps")
+    stats = {}
+    for split, folder, target, tag in ((val, P.SEMANTIC_DIR, P.INSTANCES, False),
+                                       (train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
+        cues = load_cues(points_file(args.dataset, split.name, p.point_mode), split, dataset)
+        records, stats[split.name] = _transfer_records(split, load_semantic_maps(wsss / folder, split), cues,
+                                                       p.min_area, tag)
+        write_json(out / target, records, indent=None)
+    info["transfer"] = stats
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    slot_argument(parser)
+    parser.add_argument("--variant", required=True, choices=list(VARIANTS), help="table row (docs/bestie.md)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--wsss", default=None,
+                        help="wsss run whose train_semantic/ maps are used: a run name under runs/<slot>/wsss/ "
+                             "(active, oracle/seed0, pam/seed0, points-partial/seed0) or a folder; default per variant")
+    parser.add_argument("--peaks", default=None,
+                        help="image setting: peaks file, or the wsss run holding train_peaks.json; default per variant")
+    params_argument(parser)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    variant = VARIANTS.get(args.variant)
+    with run_stage(STAGE, params_path=Path(args.params), method="bestie", variant=args.variant,
+                   dataset=args.dataset) as ctx:
+        import torch
+
+        if not torch.cuda.is_available():  # the embedded profile's CPU budget: 2 threads
+            torch.set_num_threads(min(torch.get_num_threads(), 2))
+        seed_everything(args.seed)
+        slot = getattr(ctx.params.data, args.dataset)
+        dataset = CanonicalDataset(canonical_dir(args.dataset))
+        train, val = dataset.split(slot.train_split), dataset.split(slot.val_split)
+        wsss = resolve_wsss_run(args.dataset, args.wsss or variant.wsss)
+        info: dict[str, Any] = {"method": "bestie", "variant": args.variant, "dataset": args.dataset,
+                                "seed": args.seed, "train_split": train.name, "val_split": val.name,
+                                "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile,
+                                "supervision": variant.supervision, "wsss_run": str(wsss)}
+        t0 = time.perf_counter()
+        with atomic_path(run_dir(args.dataset, "bestie", args.variant) / f"seed{args.seed}", directory=True) as out:
+            if variant.supervision == "transfer":
+                _run_transfer(args, ctx, out, dataset, train, val, wsss, info)
+            else:
+                _run_training(args, ctx, variant, out, dataset, train, val, wsss, info)
+            info["stage_seconds"] = round(time.perf_counter() - t0, 2)
+            write_json(out / P.RUN_INFO, info)
+        log.info("%s: bestie %s seed %d written (%.1f s)", args.dataset, args.variant, args.seed, info["stage_seconds"])
+    return 0
+
+
+COMMANDS.add("bestie", Command("BESTIE instance segmentation from points or image labels (and its baselines)",
+                               _configure, _handle))

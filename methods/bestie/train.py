@@ -1,0 +1,447 @@
+"""BESTIE training (Sec. 3.4–3.5, Listing 1), inference (Sec. 3.2) and the refined train labels.
+
+One training step: augment (flip, random scale, random crop — the release's recipe), build the
+pseudo targets of the batch (from the per-image :class:`~methods.bestie.transfer.ImageTargets`),
+forward, build the refined targets from the detached outputs (self-refinement, point or image
+setting), and minimise Eq. 6 (:func:`~methods.bestie.losses.bestie_loss`). Adam, linear warm-up
+then poly LR (release). Seeded; deterministic on CPU; AMP on CUDA.
+
+No pipeline imports: numpy, scipy, opencv, torch, timm, tqdm (and the shared `methods.runtime`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from methods.runtime import deterministic, mixed_precision, resolve_device
+
+from .instances import ClusterConfig, Instance, group_to_points, segment_instances
+from .losses import IGNORE_INDEX, InstanceTargets, LossWeights, bestie_loss
+from .model import BestieNet
+from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
+
+__all__ = ["BestieConfig", "Sample", "build_pseudo_targets", "targets_from_instances", "train_bestie",
+           "predict_outputs", "infer_instances", "refined_instances", "normalize_images"]
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalize_images(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) uint8 → ImageNet mean/std-normalised float32."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float() / 255.0 - mean) / std
+
+
+@dataclass(frozen=True)
+class BestieConfig:
+    """Hyper-parameters (paper values unless noted; the stage fills them from ``params.yaml``)."""
+
+    supervision: Literal["points", "image"] = "points"
+    # network
+    backbone: str = "resnet18"
+    out_indices: tuple[int, ...] = (1, 2, 3)
+    decoder_channels: int = 64
+    head_channels: int = 64
+    # optimisation (paper: Adam 5e-5, poly; release: + 2000-iteration warm-up from 0.001x)
+    iterations: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_iterations: int = 20
+    warmup_factor: float = 0.001
+    poly_power: float = 0.9
+    # augmentation (release: random scale 0.7-1.3, crop 416, flip)
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.7, 1.3)
+    hflip: bool = True
+    # semantic knowledge transfer
+    sigma: float = 2.0
+    min_area: int = 10
+    offset_target: OffsetTarget = "centroid"
+    center_map_source: Literal["instances", "cues"] = "instances"
+    # guidance / refinement
+    iag: bool = True
+    refine: bool = True
+    refine_start: float = 0.0
+    refine_threshold: float = 0.3
+    nms_kernel: int = 13
+    refine_max_per_component: int = 5
+    refined_offset_target: Literal["centroid", "center"] = "centroid"
+    refined_center_loss: bool = True
+    cluster: ClusterConfig | None = field(default_factory=ClusterConfig)
+    # loss
+    loss_weights: LossWeights = LossWeights()
+    combine: Literal["sum", "mean"] = "sum"
+    hard_pixel_ratio: float | None = None
+    # inference
+    infer_threshold: float = 0.1
+    flip_tta: bool = False
+    # runtime
+    seed: int = 0
+    amp: bool = True
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
+            raise ValueError(f"nms_kernel must be a positive odd integer, got {self.nms_kernel}")
+        if self.iterations < 1 or self.batch_size < 1 or self.crop_size < 8:
+            raise ValueError("iterations and batch_size must be >= 1, crop_size >= 8")
+        if not 0.0 <= self.refine_start < 1.0:
+            raise ValueError(f"refine_start must be in [0, 1), got {self.refine_start}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Sample:
+    """One training image: RGB, its WSSS map, the pseudo targets and the instance cues."""
+
+    image: np.ndarray  # uint8 (H, W, 3)
+    semantic: np.ndarray  # uint8 (H, W), 255 = ignore
+    targets: ImageTargets
+
+
+# ---------------------------------------------------------------------------------------------
+# Pseudo targets
+# ---------------------------------------------------------------------------------------------
+
+
+def targets_from_instances(
+    shape: tuple[int, int], masks: Sequence[np.ndarray], centers: Sequence[tuple[float, float]],
+    classes: Sequence[int], cues_yx: np.ndarray, cue_classes: np.ndarray,
+) -> ImageTargets:
+    """Instance masks (later ones win on overlap) + centres → :class:`ImageTargets`."""
+    instance_map = np.zeros(shape, dtype=np.int32)
+    for k, m in enumerate(masks):
+        instance_map[m] = k + 1
+    return ImageTargets(instance_map, np.asarray(centers, np.float32).reshape(-1, 2),
+                        np.asarray(classes, np.int64).reshape(-1),
+                        np.asarray(cues_yx, np.float32).reshape(-1, 2), np.asarray(cue_classes, np.int64).reshape(-1))
+
+
+def build_pseudo_targets(
+    semantic: np.ndarray, cues_yx: np.ndarray, cue_classes: np.ndarray, config: BestieConfig
+) -> tuple[ImageTargets, TransferStats]:
+    """Semantic knowledge transfer for one image (:func:`~methods.bestie.transfer.pseudo_instances`)."""
+    found, stats = pseudo_instances(semantic, cues_yx, cue_classes, min_area=config.min_area,
+                                    offset_target=config.offset_target)
+    return targets_from_instances(semantic.shape, [p.mask for p in found], [p.center for p in found],
+                                  [p.semantic_class for p in found], cues_yx, cue_classes), stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Aug:
+    image: np.ndarray
+    semantic: np.ndarray
+    instance_map: np.ndarray
+    centers: np.ndarray
+    classes: np.ndarray
+    cues: np.ndarray
+    cue_classes: np.ndarray
+
+
+def _augment(sample: Sample, config: BestieConfig, rng: np.random.Generator) -> _Aug:
+    """Random scale (bilinear image, nearest maps), pad to the crop (mean colour / ignore), random
+    crop, horizontal flip; centre and cue coordinates follow (pixel-centre convention)."""
+    t = sample.targets
+    image, semantic, inst = sample.image, sample.semantic, t.instance_map
+    centers, cues = t.centers.astype(np.float64).copy(), t.cues.astype(np.float64).copy()
+    lo, hi = config.scale_range
+    s = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+    h, w = semantic.shape
+    if s != 1.0:
+        nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        semantic = cv2.resize(semantic, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        inst = cv2.resize(inst, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        sy, sx = nh / h, nw / w
+        for arr in (centers, cues):
+            arr[:, 0] = (arr[:, 0] + 0.5) * sy - 0.5
+            arr[:, 1] = (arr[:, 1] + 0.5) * sx - 0.5
+        h, w = nh, nw
+    c = config.crop_size
+    ph, pw = max(c - h, 0), max(c - w, 0)
+    if ph or pw:
+        fill = tuple(int(v) for v in np.round(IMAGENET_MEAN * 255))
+        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
+        semantic = np.pad(semantic, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
+        inst = np.pad(inst, ((0, ph), (0, pw)))
+        h, w = semantic.shape
+    y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
+    image, semantic, inst = image[y0:y0 + c, x0:x0 + c], semantic[y0:y0 + c, x0:x0 + c], inst[y0:y0 + c, x0:x0 + c]
+    for arr in (centers, cues):
+        arr[:, 0] -= y0
+        arr[:, 1] -= x0
+    if config.hflip and rng.random() < 0.5:
+        image, semantic, inst = image[:, ::-1], semantic[:, ::-1], inst[:, ::-1]
+        for arr in (centers, cues):
+            arr[:, 1] = c - 1 - arr[:, 1]
+    inside = (cues[:, 0] > -0.5) & (cues[:, 0] < c - 0.5) & (cues[:, 1] > -0.5) & (cues[:, 1] < c - 0.5)
+    return _Aug(np.ascontiguousarray(image), np.ascontiguousarray(semantic), np.ascontiguousarray(inst),
+                centers, t.classes, np.round(cues[inside]).astype(np.int64), t.cue_classes[inside])
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets of a batch
+# ---------------------------------------------------------------------------------------------
+
+
+def _channel_index(thing_classes: np.ndarray) -> np.ndarray:
+    lut = np.full(256, -1, dtype=np.int64)
+    lut[thing_classes] = np.arange(len(thing_classes))
+    return lut
+
+
+def _pseudo_batch(batch: list[_Aug], thing_classes: np.ndarray, config: BestieConfig) -> dict[str, np.ndarray]:
+    lut = _channel_index(thing_classes)
+    off, w, ctr, gt_ctr = [], [], [], []
+    for a in batch:
+        shape = a.semantic.shape
+        present = np.unique(a.instance_map)
+        present = present[present > 0] - 1
+        off.append(offset_field(a.instance_map, a.centers))
+        w.append((a.instance_map > 0).astype(np.float32) if config.iag else np.ones(shape, np.float32))
+        cue_map = gaussian_center_map(shape, a.cues, lut[a.cue_classes], len(thing_classes), sigma=config.sigma)
+        gt_ctr.append(cue_map)
+        if config.supervision == "points" or config.center_map_source == "cues":
+            ctr.append(cue_map)  # Sec. 4.3: the GT centre map replaces the pseudo/refined centre maps
+        else:
+            ctr.append(gaussian_center_map(shape, a.centers[present], lut[a.classes[present]], len(thing_classes),
+                                           sigma=config.sigma))
+    return {"offset": np.stack(off), "weight": np.stack(w), "center": np.stack(ctr), "cue_center": np.stack(gt_ctr)}
+
+
+def _refined_batch(
+    batch: list[_Aug], outputs: dict[str, np.ndarray], thing_classes: np.ndarray, cue_center: np.ndarray,
+    config: BestieConfig,
+) -> dict[str, np.ndarray]:
+    """Self-refinement targets (Sec. 3.5) from the detached outputs of the batch."""
+    lut = _channel_index(thing_classes)
+    off, w, ctr = [], [], []
+    for i, a in enumerate(batch):
+        shape = a.semantic.shape
+        offset = outputs["offset"][i]
+        if config.supervision == "points":
+            grouped = group_to_points(offset, a.semantic, a.cues, a.cue_classes)
+            masks = [grouped == k + 1 for k in range(len(a.cues))]
+            centers = [tuple(map(float, a.cues[k])) for k in range(len(a.cues))]
+            scores = [1.0] * len(masks)
+            classes = list(a.cue_classes)
+        else:
+            found = segment_instances(a.semantic, outputs["prob"][i], outputs["center"][i], offset, thing_classes,
+                                      threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
+                                      min_area=config.min_area, cluster=config.cluster,
+                                      max_per_component=config.refine_max_per_component, keep_centerless=False)
+            masks = [f.mask for f in found]
+            centers = [f.center for f in found]
+            scores = [f.score for f in found]
+            classes = [f.cls for f in found]
+        keep = [k for k, m in enumerate(masks) if m.any()]
+        if config.refined_offset_target == "centroid":
+            centers = [tuple(float(v.mean()) for v in np.nonzero(masks[k])) if k in keep else centers[k]
+                       for k in range(len(masks))]
+        inst = np.zeros(shape, dtype=np.int32)
+        weight = np.zeros(shape, dtype=np.float32)
+        for k in keep:
+            inst[masks[k]] = k + 1
+            weight[masks[k]] = scores[k]
+        if not config.iag:
+            weight[inst == 0] = 1.0
+        off.append(offset_field(inst, centers) if centers else np.zeros((2, *shape), np.float32))
+        w.append(weight)
+        if config.supervision == "points":
+            ctr.append(cue_center[i])
+        else:
+            ctr.append(gaussian_center_map(shape, np.array([centers[k] for k in keep]).reshape(-1, 2),
+                                           lut[np.array([classes[k] for k in keep], dtype=np.int64)],
+                                           len(thing_classes), sigma=config.sigma))
+    return {"offset": np.stack(off), "weight": np.stack(w), "center": np.stack(ctr)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, config: BestieConfig) -> float:
+    """Linear warm-up from ``warmup_factor`` over ``warmup_iterations`` (release), then poly
+    (1 − step/iterations)^power (paper and release); ``step`` counts from 0."""
+    poly = (1.0 - step / config.iterations) ** config.poly_power
+    if step < config.warmup_iterations:
+        alpha = step / config.warmup_iterations
+        return poly * (config.warmup_factor * (1 - alpha) + alpha)
+    return poly
+
+
+def build_model(num_semantic: int, num_things: int, config: BestieConfig) -> BestieNet:
+    return BestieNet(num_semantic, num_things, backbone=config.backbone, out_indices=config.out_indices,
+                     decoder_channels=config.decoder_channels, head_channels=config.head_channels)
+
+
+def train_bestie(
+    *,
+    samples: Sequence[Sample],
+    num_semantic: int,
+    thing_classes: Sequence[int],
+    config: BestieConfig,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> BestieNet:
+    """Train BESTIE on ``samples`` (pseudo targets already built); returns the model in eval mode.
+
+    ``thing_classes[c]`` is the semantic index of centre channel c. ``on_step(step, losses)`` is
+    called after every step (from 1). A non-finite loss raises ``FloatingPointError`` naming the step.
+    """
+    if not samples:
+        raise ValueError("no training samples")
+    things = np.asarray(thing_classes, dtype=np.int64)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_model(num_semantic, len(things), config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
+    amp = mixed_precision(device, config.amp)
+    scaler = amp.scaler
+    n, bs = len(samples), min(config.batch_size, len(samples))
+    order: list[int] = []
+    refine_from = int(math.floor(config.refine_start * config.iterations)) + 1
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.iterations, desc=f"bestie-{config.supervision}", leave=False)
+    model.train()
+    with deterministic(device.type == "cpu"):
+        for step in range(1, config.iterations + 1):
+            if len(order) < bs:
+                order = rng.permutation(n).tolist()
+            idx, order = order[:bs], order[bs:]
+            batch = [_augment(samples[i], config, rng) for i in idx]
+            pseudo = _pseudo_batch(batch, things, config)
+            x = torch.from_numpy(np.stack([a.image for a in batch])).permute(0, 3, 1, 2).to(device)
+            sem_t = torch.from_numpy(np.stack([a.semantic for a in batch]).astype(np.int64)).to(device)
+            with amp.autocast(device):
+                out = model(normalize_images(x))
+            out = {k: v.float() for k, v in out.items()}
+            t = {k: torch.from_numpy(v).to(device) for k, v in pseudo.items()}
+            pseudo_t = InstanceTargets(t["offset"], t["weight"], t["center"], t["weight"])
+            refined_t = None
+            if config.refine and step >= refine_from:
+                det = {"offset": out["offset"].detach().cpu().numpy(), "center": out["center"].detach().cpu().numpy(),
+                       "prob": out["semantic"].detach().softmax(1).cpu().numpy()}
+                r = _refined_batch(batch, det, things, pseudo["cue_center"], config)
+                rt = {k: torch.from_numpy(v).to(device) for k, v in r.items()}
+                refined_t = InstanceTargets(rt["offset"], rt["weight"], rt["center"] if config.refined_center_loss
+                                            else None, rt["weight"] if config.refined_center_loss else None)
+            losses = bestie_loss(semantic_logits=out["semantic"], center=out["center"], offset=out["offset"],
+                                 semantic_target=sem_t, pseudo=pseudo_t, refined=refined_t,
+                                 weights=config.loss_weights, combine=config.combine,
+                                 hard_pixel_ratio=config.hard_pixel_ratio)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                if bar is not None:
+                    bar.close()
+                raise FloatingPointError(f"non-finite loss at step {step}: "
+                                         f"{ {k: float(v.detach()) for k, v in losses.items()} }")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            values["lr"] = float(opt.param_groups[0]["lr"])
+            if on_step is not None:
+                on_step(step, values)
+            if bar is not None:
+                bar.set_postfix(loss=f"{values['loss']:.3f}")
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_outputs(
+    model: BestieNet, images: Sequence[np.ndarray], *, flip_tta: bool = False, batch_size: int = 8
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per image ``{"prob": (S, H, W) softmax, "center": (C, H, W), "offset": (2, H, W)}`` (float32);
+    ``flip_tta`` averages with the horizontally flipped input (offset dx negated back)."""
+    model.eval()
+    device = next(model.parameters()).device
+    k = 0
+    while k < len(images):
+        shape = images[k].shape
+        j = k
+        while j < len(images) and j - k < batch_size and images[j].shape == shape:
+            j += 1
+        x = normalize_images(torch.from_numpy(np.stack(images[k:j])).permute(0, 3, 1, 2).to(device))
+        out = model(x)
+        prob, center, offset = out["semantic"].float().softmax(1), out["center"].float(), out["offset"].float()
+        if flip_tta:
+            f = model(x.flip(-1))
+            prob = 0.5 * (prob + f["semantic"].float().softmax(1).flip(-1))
+            center = 0.5 * (center + f["center"].float().flip(-1))
+            fo = f["offset"].float().flip(-1)
+            fo = torch.stack([fo[:, 0], -fo[:, 1]], 1)
+            offset = 0.5 * (offset + fo)
+        for i in range(j - k):
+            yield {"prob": prob[i].cpu().numpy(), "center": center[i].cpu().numpy(),
+                   "offset": offset[i].cpu().numpy()}
+        k = j
+
+
+def infer_instances(outputs: dict[str, np.ndarray], thing_classes: Sequence[int], config: BestieConfig) -> list[Instance]:
+    """Inference (Sec. 3.2): argmax semantic → components ≥ ``min_area`` → centres (threshold
+    ``infer_threshold``, NMS) + clustering → Eq. (1); a component without a centre is one instance."""
+    semantic = outputs["prob"].argmax(0)
+    return segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"],
+                             np.asarray(thing_classes), threshold=config.infer_threshold, nms_kernel=config.nms_kernel,
+                             min_area=config.min_area, cluster=config.cluster, max_per_component=None,
+                             keep_centerless=True)
+
+
+def refined_instances(
+    outputs: dict[str, np.ndarray], semantic: np.ndarray, cues_yx: np.ndarray, cue_classes: np.ndarray,
+    thing_classes: Sequence[int], config: BestieConfig,
+) -> list[tuple[Instance, int | None]]:
+    """The final refined labels of a training image (the exported pseudo labels), with the index of
+    the cue each came from (None in the image setting): point setting — the WSSS foreground grouped
+    to the GT points by the predicted offsets, score = mean class probability; image setting — the
+    image-setting refinement (centres > ``refine_threshold``, ≤ ``refine_max_per_component`` per
+    component, clustering), score = centre score × mean class probability."""
+    if config.supervision == "points":
+        grouped = group_to_points(outputs["offset"], semantic, cues_yx, cue_classes)
+        out: list[tuple[Instance, int | None]] = []
+        for k in range(len(cues_yx)):
+            m = grouped == k + 1
+            if m.any():
+                cls = int(cue_classes[k])
+                out.append((Instance(m, cls, float(outputs["prob"][cls][m].mean()),
+                                     (float(cues_yx[k][0]), float(cues_yx[k][1]))), k))
+        return out
+    found = segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"], np.asarray(thing_classes),
+                              threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
+                              min_area=config.min_area, cluster=config.cluster,
+                              max_per_component=config.refine_max_per_component, keep_centerless=False)
+    return [(f, None) for f in found]
