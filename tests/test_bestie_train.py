@@ -82,3 +82,15 @@ def test_export_records_load_in_pycocotools_with_point_ids() -> None:
     anns = res.loadAnns(res.getAnnIds())
     assert len(anns) == 2 and anns[0]["area"] == 12 and anns[0]["bbox"] == [3.0, 2.0, 4.0, 3.0]
     assert anns[0]["score"] == pytest.approx(0.75)
+
+
+def test_centre_and_offset_heads_start_at_zero():
+    import torch
+
+    from methods.bestie.model import BestieNet
+
+    torch.manual_seed(0)
+    net = BestieNet(3, 2, backbone="resnet10t", out_indices=(1, 2), decoder_channels=8, head_channels=8).eval()
+    out = net(torch.randn(1, 3, 32, 32))
+    assert torch.count_nonzero(out["center"]) == 0 and torch.count_nonzero(out["offset"]) == 0
+    assert torch.count_nonzero(out["semantic"]) > 0  # the semantic head keeps its default init

@@ -9,7 +9,10 @@ level and concatenated — the release's HRNet-W48 fusion of all branches at str
 - centre: one heatmap per thing class (class-wise, appendix: +1.0 mAP50 over class-agnostic);
 - offset: 2 channels [dy, dx] in input pixels.
 
-All outputs are bilinearly upsampled to the input size. The embedded profile uses ``resnet18``
+All outputs are bilinearly upsampled to the input size. The last convs of the centre and offset
+heads start at zero (a harness choice for training from random weights: with PyTorch's default
+init the ×200 centre term starts ~100× above its minimum and, through Adam's second-moment memory,
+keeps the head from learning in a short schedule — docs/bestie.md; val mAP50 6.5 → 16.8). The embedded profile uses ``resnet18``
 levels 1–3 (strides 4, 8, 16).
 """
 
@@ -62,6 +65,9 @@ class BestieNet(nn.Module):
         self.semantic_head = Head(decoder_channels, head_channels, num_semantic)
         self.center_head = Head(decoder_channels, head_channels, num_center)
         self.offset_head = Head(decoder_channels, head_channels, 2)
+        for head in (self.center_head, self.offset_head):  # start from "no centre, no offset"
+            nn.init.zeros_(head[2].weight)
+            nn.init.zeros_(head[2].bias)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone(x)
