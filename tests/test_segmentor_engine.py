@@ -17,13 +17,7 @@ from methods.segmentor.mask_rcnn import MaskRCNNOptions, build_mask_rcnn
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: under `pytest -n 2` on 2 cores more threads oversubscribe the CPU (5-7x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class ShapesSet:

@@ -7,6 +7,7 @@ from pycocotools import mask as mask_utils
 
 from bench.predictions import encode_mask
 from datasets.errors import DatasetError
+from fixtures.official import uncompressed_rle
 from methods.segmentor.labels import CategoryMap, DetectionDataset, make_target, parse_training_labels
 
 SIZES = {1: (6, 8), 2: (6, 8)}  # image id -> (height, width)
@@ -52,18 +53,10 @@ def test_instances_dict_with_polygon_and_uncompressed_rle_is_accepted():
     poly = [[2.0, 1.0, 6.0, 1.0, 6.0, 4.0, 2.0, 4.0]]
     m = _mask(slice(0, 2), slice(0, 3))
     rle = mask_utils.encode(np.asfortranarray(m))
-    flat = m.ravel(order="F")
-    counts, current, run = [], 0, 0
-    for v in flat:
-        if v != current:
-            counts.append(run)
-            current, run = v, 0
-        run += 1
-    counts.append(run)
     data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 6, "width": 8}],
             "annotations": [{"id": 5, "image_id": 1, "category_id": 3, "segmentation": poly, "iscrowd": 0},
                             {"id": 6, "image_id": 1, "category_id": 7, "iscrowd": 0,
-                             "segmentation": {"size": [6, 8], "counts": counts}}],
+                             "segmentation": uncompressed_rle(m)}],
             "categories": []}
     insts = _parse(data).by_image[1]
     assert [i.category_id for i in insts] == [3, 7]

@@ -11,13 +11,7 @@ from methods.segmentor.mask_rcnn import (MaskRCNNOptions, WeightedRoIHeads, buil
                                          weighted_maskrcnn_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: under `pytest -n 2` on 2 cores more threads oversubscribe the CPU (5-7x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _head_inputs(seed: int = 0):

@@ -35,10 +35,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _threads() -> None:
-    # one thread: these models are too small to gain from more, and the CI box is shared
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0, num_classes: int = 3, **overrides: object) -> SOLOv2:
@@ -284,7 +281,6 @@ def test_weight_zero_instance_contributes_no_loss() -> None:
 @pytest.fixture(scope="module")
 def overfit() -> tuple[list[dict[str, float]], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Train a tiny model 25 Adam steps on the two-rectangle image; return losses and a prediction."""
-    torch.set_num_threads(1)
     model = tiny_model().train()
     img, target = two_rectangles()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)

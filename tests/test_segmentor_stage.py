@@ -18,17 +18,8 @@ from bench.predictions import instance_records
 from datasets.canonical import CanonicalDataset
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 TINY = {"iterations": 4, "lr_steps": [3], "checkpoint_every": 2}  # on top of the smoke profile's tiny segmentor
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: under `pytest -n 2` on 2 cores more threads oversubscribe the CPU (5-7x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
