@@ -36,7 +36,7 @@ def test_out_of_range_value_names_key_and_bound():
 def test_unknown_key_is_rejected_with_the_allowed_keys():
     raw = render_profile("embedded")
     raw["mdm"]["hard_pixels"] = 0.3
-    with pytest.raises(ParamsError, match=r"mdm.hard_pixels: unknown key \(allowed here: hard_pixel_ratio\)"):
+    with pytest.raises(ParamsError, match=r"mdm.hard_pixels: unknown key \(allowed here: .*hard_pixel_ratio, .*\)"):
         validate_params(raw)
 
 

@@ -17,7 +17,9 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "segment-gt": "segment", "evaluate-segment-gt": "evaluate",
               "bestie-points": "bestie", "bestie-image": "bestie", "bestie-baseline": "bestie",
               "evaluate-bestie-points": "evaluate", "evaluate-bestie-image": "evaluate",
-              "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate", "report": "report"}
+              "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate",
+              "p2seg": "p2seg", "p2seg-ablation": "p2seg", "p2seg-sweep": "p2seg",
+              "evaluate-p2seg": "evaluate", "evaluate-p2seg-variants": "evaluate", "report": "report"}
 
 
 def _dvc_stages() -> dict:
@@ -48,3 +50,12 @@ def test_declared_params_match_the_sections_the_stage_reads():
 def test_tracking_is_never_a_dependency():
     for name, stage in _dvc_stages().items():
         assert "tracking" not in _roots(stage.get("do", stage).get("params", [])), name
+
+
+def test_the_hard_pixel_ratio_sweep_declares_every_mdm_key_but_the_ratio():
+    """The sweep fixes the ratio per row, so it must not re-run on ``-S mdm.hard_pixel_ratio``, but
+    must on every other mdm value: a new mdm field has to be added to its list."""
+    from bench.config.schema import MdmParams
+
+    declared = {str(p) for p in _dvc_stages()["p2seg-sweep"]["params"] if str(p).startswith("mdm.")}
+    assert declared == {f"mdm.{k}" for k in MdmParams.model_fields if k != "hard_pixel_ratio"}

@@ -1,6 +1,7 @@
 """Report rendering: Reported | Reproduced | Δ cells, seeds as mean ± std, claims, sweeps, self-check."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,34 @@ def test_sweep_points_are_ordered_by_x_with_pending_points_empty(tmp_path):
     _metrics(tmp_path, "b", 0, 48.0)
     points = sweep_rows(TableSpec.model_validate(SPEC), _ctx(tmp_path))
     assert [(p["x"], p["reported"], p["reproduced"]) for p in points] == [(0.1, 52.0, None), (0.2, 50.8, 48.0)]
+
+
+def _spec_with_current_row() -> TableSpec:
+    spec = json.loads(json.dumps(SPEC))
+    spec["rows"].append({"id": "now", "label": "This experiment", "reported": {},
+                         "reproduce": {"method": "p2seg", "variant": "default"}})
+    spec["sweep"].update({"current_row": "now", "current_param": "mdm.hard_pixel_ratio"})
+    return TableSpec.model_validate(spec)
+
+
+def test_the_current_row_is_its_own_sweep_point_at_the_configured_value(tmp_path):
+    _metrics(tmp_path, "default", 0, 47.0)
+    ctx = replace(_ctx(tmp_path), params={"mdm": {"hard_pixel_ratio": 0.4}})
+    points = sweep_rows(_spec_with_current_row(), ctx)
+    assert [(p["row"], p["x"], p["reproduced"], p["this_experiment"]) for p in points] == [
+        ("a", 0.1, None, False), ("b", 0.2, None, False), ("now", 0.4, 47.0, True)]
+    assert "This experiment (`mdm.hard_pixel_ratio` = 0.4) | – | 47.0 |" in render_table(_spec_with_current_row(),
+                                                                                        ctx).markdown
+
+
+def test_a_sweep_current_row_needs_its_param_and_may_not_be_a_fixed_point():
+    spec = json.loads(json.dumps(SPEC))
+    spec["sweep"]["current_row"] = "c"
+    with pytest.raises(ValueError, match="current_row and current_param"):
+        TableSpec.model_validate(spec)
+    spec["sweep"].update({"current_row": "a", "current_param": "mdm.hard_pixel_ratio"})
+    with pytest.raises(ValueError, match="must not be one of the fixed x rows"):
+        TableSpec.model_validate(spec)
 
 
 def test_index_counts_rows_and_claims(tmp_path):

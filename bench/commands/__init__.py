@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "bench.commands.wsss",
     "bench.commands.reference",
     "bench.commands.bestie",
+    "bench.commands.p2seg",
     "bench.commands.segment",
     "bench.commands.evaluate",
     "bench.commands.report",

@@ -50,7 +50,7 @@ class Variant:
     """A table row: supervision, default wsss run (maps) and peaks run, config overrides, rounds."""
 
     supervision: str  # "points" | "image" | "transfer" (no training)
-    wsss: str = "active"
+    wsss: str = "points-partial/seed{seed}"  # {seed} = the run's seed
     peaks: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     rounds: int = 0  # offline re-training rounds after the first training (Table 5)
@@ -319,7 +319,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--wsss", default=None,
                         help="wsss run whose train_semantic/ maps are used: a run name under runs/<slot>/wsss/ "
-                             "(active, oracle/seed0, pam/seed0, points-partial/seed0) or a folder; default per variant")
+                             "(points-partial/seed{seed}, active, oracle/seed0, pam/seed0) or a folder; {seed} is "
+                             "replaced by --seed; default per variant (point setting: points-partial/seed{seed})")
     parser.add_argument("--peaks", default=None,
                         help="image setting: peaks file, or the wsss run holding train_peaks.json; default per variant")
     params_argument(parser)
@@ -337,7 +338,7 @@ def _handle(args: argparse.Namespace) -> int:
         slot = getattr(ctx.params.data, args.dataset)
         dataset = CanonicalDataset(canonical_dir(args.dataset))
         train, val = dataset.split(slot.train_split), dataset.split(slot.val_split)
-        wsss = resolve_wsss_run(args.dataset, args.wsss or variant.wsss)
+        wsss = resolve_wsss_run(args.dataset, (args.wsss or variant.wsss).format(seed=args.seed))
         info: dict[str, Any] = {"method": "bestie", "variant": args.variant, "dataset": args.dataset,
                                 "seed": args.seed, "train_split": train.name, "val_split": val.name,
                                 "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile,

@@ -172,7 +172,7 @@ class BestieParams(Section):
         default=[1, 2, 3], min_length=1, description="backbone levels fused at the finest (stride-4) level")
     decoder_channels: int = Field(default=48, ge=8, description="fused feature width (release: 48-ch HRNet branches)")
     head_channels: int = Field(default=48, ge=8, description="hidden width of each head (release: 256)")
-    iterations: int = Field(default=200, ge=1, description="optimizer steps per training round")
+    iterations: int = Field(default=400, ge=1, description="optimizer steps per training round")
     batch_size: int = Field(default=8, ge=1, description="images per step (paper 32, release 16)")
     lr: float = Field(default=1e-3, gt=0, description="Adam lr (paper 5e-5 with a pretrained HRNet; from scratch here)")
     weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay (release: 0)")
@@ -183,7 +183,10 @@ class BestieParams(Section):
     scale_min: float = Field(default=0.7, gt=0, description="random scale lower bound (release: 0.7)")
     scale_max: float = Field(default=1.3, gt=0, description="random scale upper bound (release: 1.3)")
     hflip: bool = Field(default=True, description="random horizontal flip (release)")
-    sigma: float = Field(default=2.0, gt=0, description="centre Gaussian sigma in px (paper 6 at 416 px)")
+    sigma: float = Field(default=4.0, gt=0, description="centre Gaussian sigma in px (paper 6 at 416 px, 1.5× the "
+                                                       "stride-4 head; here 1× the head stride: 2 px = 6·128/416 "
+                                                       "is half a head cell and the centre head does not learn it, "
+                                                       "docs/bestie.md)")
     min_area: int = Field(default=5, ge=1, description="components smaller than this are skipped (release: 50 px)")
     offset_target: Literal["centroid", "centroid-int", "point"] = Field(
         default="centroid", description="where a pseudo instance's offsets point",
@@ -248,11 +251,69 @@ class BestieParams(Section):
 
 
 class MdmParams(Section):
-    """P2Seg's Mutual Distillation Module."""
+    """P2Seg's Mutual Distillation Module (paper 000; docs/p2seg.md). P2Seg runs on BESTIE's network
+    and point setting: the ``bestie`` section gives the network widths, augmentation, centre targets,
+    refinement and inference; this section what P2Seg changes. Embedded defaults scale the paper's
+    pixel sizes by 128 / 416 and train from scratch (no pretrained weights)."""
 
     hard_pixel_ratio: Ratio = Field(
-        default=0.2, description="fraction of highest-loss pixels kept in the segmentation CE (paper: 0.2)"
+        default=0.2, description="fraction of highest-loss pixels kept in the segmentation CE (Eq. 4; paper: 0.2)"
     )
+    stages: int = Field(default=1, ge=1, le=5,
+                        description="recurrent MDM stages: stage k+1 trains on stage k's I2S semantic map",
+                        json_schema_extra={"switch": "paper: recurrent stages (count not given); release: 1"})
+    backbone: str = Field(default="regnetx_002", description="timm backbone of the default run, pretrained=False "
+                                                             "(paper: hrnet_w48; the HRNet-style row)")
+    resnet_backbone: str = Field(default="resnet18", description="timm backbone of the ResNet row (paper: resnet101)")
+    iterations: int = Field(default=400, ge=1, description="optimizer steps per stage (paper: 50k VOC, 100k COCO)")
+    batch_size: int = Field(default=8, ge=1, description="images per step (paper 8)")
+    warmup_iterations: int = Field(default=20, ge=0, description="linear warm-up steps (paper: 2k VOC, 5k COCO)")
+    optimizer: Literal["adamw", "adam"] = Field(
+        default="adamw", description="optimizer",
+        json_schema_extra={"switch": "paper: AdamW (Sec. 4.1); release: Adam (BESTIE's trainer)"})
+    lr: float = Field(default=1e-3, gt=0, description="learning rate (paper 5e-5 with a pretrained HRNet; from "
+                                                      "scratch here)")
+    weight_decay: float = Field(default=1e-4, ge=0, description="weight decay (paper silent; release 0)")
+    offset_loss: Literal["smooth-l1", "l1"] = Field(
+        default="smooth-l1", description="offset regression loss",
+        json_schema_extra={"switch": "paper: smooth L1 (Eq. 3); release: L1 (BESTIE's)"})
+    lambda_offset: float = Field(default=0.01, ge=0, description="λ of L_off (paper 0.01)")
+    lambda_semantic: float = Field(default=1.0, ge=0, description="λ of L_seg (paper 1.0)")
+    lambda_i2s: float = Field(default=1.0, ge=0, description="λ_I2S (paper 1.0)")
+    single_point_target: Literal["point", "centroid-int", "centroid"] = Field(
+        default="point", description="offset target of a component holding exactly one point",
+        json_schema_extra={"switch": "paper: the annotated point (Eq. 2); release: BESTIE's int-truncated "
+                                     "component centroid (centroid-int)"})
+    default_box: int | None = Field(
+        default=5, ge=1, description="side (px) of the default pseudo box of a point with no region (paper 16 "
+                                     "at 416 px → 5; release 64 → 20); null = none")
+    default_box_in_training: bool = Field(
+        default=True, description="default boxes also in the S2I training targets (else only in the export)",
+        json_schema_extra={"switch": "paper: in the S2I labels (Sec. 3.1); release: only at export (false)"})
+    export_box_score: Probability = Field(default=0.5, description="score of an exported default box (release 0.5)")
+    embed_dim: int = Field(default=64, ge=1, description="affinity embedding width (release 256)")
+    affinity_pool: int = Field(default=1, ge=1, description="max-pool of the affinity grid beyond stride 4 "
+                                                            "(1 = the stride-4 grid, as the release)")
+    affinity_loss: Literal["paper", "release"] = Field(
+        default="paper", description="Eq. 5 as printed, or the release's aff_loss",
+        json_schema_extra={"switch": "paper: Eq. 5 against the instance affinity; release: same-class + "
+                                     "instance targets averaged, 0.5/0.5 weights, double sigmoid (release)"})
+    affinity_background: Literal["negative", "negative-to-instances", "ignore"] = Field(
+        default="negative", description="pairs with background pixels: negatives (paper's 'otherwise 0'), "
+                                        "only background-instance negatives, or no pairs")
+    chunk_size: int | None = Field(default=None, ge=1, description="rows of the hw×hw affinity computed at once "
+                                                                   "(memory bound); null = dense")
+    max_pairs: int | None = Field(default=None, ge=2, description="sample this many pairs per image instead of "
+                                                                 "all pairs; null = all")
+    beta: float = Field(default=8.0, gt=0, description="Hadamard power β of S = A^∘β·C",
+                        json_schema_extra={"switch": "paper: β not given (8 here, AffinityNet's); release: no "
+                                                     "power (1)"})
+    affinity_normalize: Literal["row", "release", "none"] = Field(
+        default="row", description="S = D⁻¹A^∘βC (row), A^∘βD⁻¹C (release) or A^∘βC (none; same argmax as row)",
+        json_schema_extra={"switch": "paper: A^∘β·C (none; argmax-equal to row); release: release"})
+    export_semantic: Literal["i2s", "input"] = Field(
+        default="i2s", description="the semantic map the exported instances are grouped on: the last stage's "
+                                   "I2S map (paper Sec. 3.1) or its input map")
 
 
 class Point2MaskParams(Section):

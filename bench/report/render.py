@@ -10,7 +10,7 @@ import csv
 import io
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,16 @@ class RenderContext:
     decimals: int
     switches: Mapping[str, list[str]]  # params section → "key = value (meaning)" lines
     metrics_root: Path
+    params: Mapping[str, Any] = field(default_factory=dict)  # the validated params, as a nested dict
+
+    def param(self, dotted: str) -> Any:
+        """The value of a dotted params path (``mdm.hard_pixel_ratio``); KeyError names the path."""
+        node: Any = self.params
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise KeyError(f"params has no {dotted!r} (needed by a sweep's current_param)")
+            node = node[part]
+        return node
 
 
 def _fmt(value: float | None, decimals: int) -> str:
@@ -145,6 +155,8 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
         reproduced += status == "reproduced"
         pending += status.startswith(("pending", "partial"))
         label = f"{row.group} · {row.label}" if row.group else row.label
+        if spec.sweep is not None and spec.sweep.current_row == row.id:
+            label += f" (`{spec.sweep.current_param}` = {ctx.param(spec.sweep.current_param)})"
         cells = [label] + [row.details.get(k, "") for k in _detail_keys(spec)]
         for col in spec.columns:
             rep = row.reported.get(col.key)
@@ -188,20 +200,26 @@ def _detail_keys(spec: TableSpec) -> list[str]:
 
 
 def sweep_rows(spec: TableSpec, ctx: RenderContext) -> list[dict[str, Any]]:
-    """Points of a sweep table: x, the paper's value and the reproduced mean/std (None if pending)."""
+    """Points of a sweep table: x, the paper's value and the reproduced mean/std (None if pending);
+    the fixed rows by x, then this experiment's point (``current_row`` at the configured value)."""
     assert spec.sweep is not None
+    sweep = spec.sweep
     rows = {r.id: r for r in spec.rows}
+    fixed = sorted(sweep.x.items(), key=lambda kv: kv[1])
+    current = [] if sweep.current_row is None else [(sweep.current_row, float(ctx.param(sweep.current_param)))]
     points = []
-    for row_id, x in sorted(spec.sweep.x.items(), key=lambda kv: kv[1]):
-        agg = row_results(spec, rows[row_id], ctx).aggregate(spec.sweep.metric)
-        points.append({"row": row_id, "x": x, "reported": rows[row_id].reported.get(spec.sweep.metric),
-                       "reproduced": agg.mean if agg else None, "reproduced_std": agg.std if agg else None})
+    for row_id, x in fixed + current:
+        agg = row_results(spec, rows[row_id], ctx).aggregate(sweep.metric)
+        points.append({"row": row_id, "x": x, "reported": rows[row_id].reported.get(sweep.metric),
+                       "reproduced": agg.mean if agg else None, "reproduced_std": agg.std if agg else None,
+                       "this_experiment": row_id == sweep.current_row})
     return points
 
 
 def sweep_csv(points: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["row", "x", "reported", "reproduced", "reproduced_std"])
+    writer = csv.DictWriter(buffer, fieldnames=["row", "x", "reported", "reproduced", "reproduced_std",
+                                                "this_experiment"])
     writer.writeheader()
     for p in points:
         writer.writerow({k: ("" if v is None else v) for k, v in p.items()})
@@ -217,18 +235,25 @@ def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path) -> Non
 
     assert spec.sweep is not None
     fig, ax_paper = plt.subplots(figsize=(5, 3.4), dpi=120)
-    xs = [p["x"] for p in points]
-    ax_paper.plot(xs, [p["reported"] for p in points], "o-", color="tab:blue", label="paper (left axis)")
+    paper = [p for p in points if p["reported"] is not None]
+    ax_paper.plot([p["x"] for p in paper], [p["reported"] for p in paper], "o-", color="tab:blue",
+                  label="paper (left axis)")
     ax_paper.set_xlabel(spec.sweep.x_label)
     label = next(c.label for c in spec.columns if c.key == spec.sweep.metric)
     ax_paper.set_ylabel(f"{label} — paper", color="tab:blue")
-    ours = [p for p in points if p["reproduced"] is not None]
+    ours = [p for p in points if p["reproduced"] is not None and not p["this_experiment"]]
+    mine = [p for p in points if p["reproduced"] is not None and p["this_experiment"]]
     ax_ours = ax_paper.twinx()
     ax_ours.set_ylabel(f"{label} — reproduced", color="tab:orange")
     if ours:
         ax_ours.errorbar([p["x"] for p in ours], [p["reproduced"] for p in ours],
                          yerr=[p["reproduced_std"] or 0 for p in ours], fmt="s--", color="tab:orange",
                          capsize=3, label="reproduced (right axis)")
+    for p in mine:
+        ax_ours.errorbar([p["x"]], [p["reproduced"]], yerr=[p["reproduced_std"] or 0], fmt="*", markersize=12,
+                         color="tab:red", capsize=3, label=f"this experiment ({spec.sweep.current_param} = {p['x']:g})")
+    if ours or mine:
+        ax_ours.legend(loc="lower right", fontsize=7)
     else:
         ax_ours.text(0.5, 0.5, "reproduction pending", transform=ax_ours.transAxes, ha="center", color="gray")
     ax_paper.set_title(f"{PAPER_TITLES[spec.paper]} Table {spec.table}", fontsize=10)

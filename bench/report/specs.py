@@ -107,11 +107,25 @@ class Claim(_Strict):
 
 
 class Sweep(_Strict):
-    """A table whose rows sweep one hyper-parameter: plotted as metric against ``x``."""
+    """A table whose rows sweep one hyper-parameter: plotted as metric against ``x``.
+
+    ``current_row`` (optional) is a row whose run reads the parameter from ``params.yaml``
+    (``current_param``, a dotted path): it is drawn as its own point at the configured value, so a
+    ``dvc exp run -S <current_param>=v`` shows up in the table and the plot as "this experiment"."""
 
     x_label: str
     metric: str
     x: dict[str, float] = Field(min_length=2, description="row id → value of the swept parameter")
+    current_row: str | None = None
+    current_param: str | None = None
+
+    @model_validator(mode="after")
+    def _current(self) -> "Sweep":
+        if (self.current_row is None) != (self.current_param is None):
+            raise ValueError("sweep: give both current_row and current_param, or neither")
+        if self.current_row is not None and self.current_row in self.x:
+            raise ValueError(f"sweep: current_row {self.current_row!r} must not be one of the fixed x rows")
+        return self
 
 
 class TableSpec(_Strict):
@@ -153,6 +167,8 @@ class TableSpec(_Strict):
             if self.sweep.metric not in keys:
                 raise ValueError(f"sweep metric {self.sweep.metric!r} is not a column")
             unknown = set(self.sweep.x) - set(ids)
+            if self.sweep.current_row is not None and self.sweep.current_row not in ids:
+                unknown.add(self.sweep.current_row)
             if unknown:
                 raise ValueError(f"sweep names unknown rows: {sorted(unknown)}")
         return self

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "LossWeights", "InstanceTargets", "topk_cross_entropy", "weighted_center_loss",
+__all__ = ["IGNORE_INDEX", "OffsetLoss", "LossWeights", "InstanceTargets", "topk_cross_entropy", "weighted_center_loss",
            "weighted_offset_loss", "bestie_loss"]
 
 IGNORE_INDEX = 255
@@ -61,9 +61,21 @@ def weighted_center_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch
     return _normalised(((pred.float() - target) ** 2).sum(1) * weight, weight)
 
 
-def weighted_offset_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Σ_p w_p (|Δdy| + |Δdx|) / |{p: w_p > 0}| (Eq. 4); pred/target (B, 2, H, W), weight (B, H, W)."""
-    return _normalised((pred.float() - target).abs().sum(1) * weight, weight)
+OffsetLoss = Literal["l1", "smooth-l1"]
+
+
+def weighted_offset_loss(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: OffsetLoss = "l1"
+) -> torch.Tensor:
+    """Σ_p w_p (ℓ(Δdy) + ℓ(Δdx)) / |{p: w_p > 0}| (BESTIE Eq. 4: ℓ = |·|; P2Seg Eq. 3: ℓ = smooth L1
+    with β = 1 px); pred/target (B, 2, H, W), weight (B, H, W)."""
+    if kind == "l1":
+        err = (pred.float() - target).abs()
+    elif kind == "smooth-l1":
+        err = F.smooth_l1_loss(pred.float(), target, reduction="none", beta=1.0)
+    else:
+        raise ValueError(f"offset loss must be 'l1' or 'smooth-l1', got {kind!r}")
+    return _normalised(err.sum(1) * weight, weight)
 
 
 @dataclass(frozen=True)
@@ -100,11 +112,13 @@ def bestie_loss(
     weights: LossWeights = LossWeights(),
     combine: Literal["sum", "mean"] = "sum",
     hard_pixel_ratio: float | None = None,
+    offset_loss: OffsetLoss = "l1",
 ) -> dict[str, torch.Tensor]:
     """Eq. 6 for one batch: ``{"loss", "semantic", "center", "offset", "center_pseudo", "offset_pseudo",
     ["center_refined"], ["offset_refined"]}`` (scalar tensors; center/offset before λ).
 
     ``hard_pixel_ratio`` None = plain CE (paper Eq. 5); a ratio = :func:`topk_cross_entropy`.
+    ``offset_loss``: L1 (BESTIE Eq. 4) or smooth L1 (P2Seg Eq. 3).
     """
     out: dict[str, torch.Tensor] = {}
     out["semantic"] = topk_cross_entropy(semantic_logits, semantic_target, ratio=hard_pixel_ratio or 1.0)
@@ -112,7 +126,7 @@ def bestie_loss(
     kinds = [("pseudo", pseudo)] + ([("refined", refined)] if refined is not None else [])
     center_terms, offset_terms = [], []
     for name, t in kinds:
-        out[f"offset_{name}"] = weighted_offset_loss(offset, t.offset, t.offset_weight)
+        out[f"offset_{name}"] = weighted_offset_loss(offset, t.offset, t.offset_weight, offset_loss)
         offset_terms.append(out[f"offset_{name}"])
         if t.center is not None and t.center_weight is not None:
             out[f"center_{name}"] = weighted_center_loss(center, t.center, t.center_weight)

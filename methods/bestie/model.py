@@ -75,9 +75,11 @@ class BestieNet(nn.Module):
         up = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in feats[1:]]
         return self.fuse(torch.cat(up, 1))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        f = self.features(x)
-        size = x.shape[-2:]
-        return {name: F.interpolate(head(f), size=size, mode="bilinear", align_corners=False)
+    def heads(self, f: torch.Tensor, size: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The three heads on the fused features ``f``, upsampled to ``size``."""
+        return {name: F.interpolate(head(f), size=tuple(size), mode="bilinear", align_corners=False)
                 for name, head in (("semantic", self.semantic_head), ("center", self.center_head),
                                    ("offset", self.offset_head))}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.heads(self.features(x), x.shape[-2:])

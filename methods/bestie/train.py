@@ -22,11 +22,12 @@ import torch
 from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .instances import ClusterConfig, Instance, group_to_points, segment_instances
-from .losses import IGNORE_INDEX, InstanceTargets, LossWeights, bestie_loss
+from .losses import IGNORE_INDEX, InstanceTargets, LossWeights, OffsetLoss, bestie_loss
 from .model import BestieNet
 from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
 
-__all__ = ["BestieConfig", "Sample", "build_pseudo_targets", "targets_from_instances", "train_bestie",
+__all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "build_pseudo_targets", "targets_from_instances",
+           "train_bestie",
            "predict_outputs", "infer_instances", "refined_instances", "normalize_images"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -51,6 +52,7 @@ class BestieConfig:
     decoder_channels: int = 64
     head_channels: int = 64
     # optimisation (paper: Adam 5e-5, poly; release: + 2000-iteration warm-up from 0.001x)
+    optimizer: Literal["adam", "adamw"] = "adam"
     iterations: int = 300
     batch_size: int = 8
     lr: float = 1e-3
@@ -81,6 +83,7 @@ class BestieConfig:
     loss_weights: LossWeights = LossWeights()
     combine: Literal["sum", "mean"] = "sum"
     hard_pixel_ratio: float | None = None
+    offset_loss: OffsetLoss = "l1"
     # inference
     infer_threshold: float = 0.1
     flip_tta: bool = False
@@ -229,9 +232,10 @@ def _refined_batch(
     batch: list[_Aug], outputs: dict[str, np.ndarray], thing_classes: np.ndarray, cue_center: np.ndarray,
     config: BestieConfig,
 ) -> dict[str, np.ndarray]:
-    """Self-refinement targets (Sec. 3.5) from the detached outputs of the batch."""
+    """Self-refinement targets (Sec. 3.5) from the detached outputs of the batch, with the refined
+    instance maps (``"instance"``: 0 = no instance, k + 1 = the k-th grouped mask)."""
     lut = _channel_index(thing_classes)
-    off, w, ctr = [], [], []
+    off, w, ctr, maps = [], [], [], []
     for i, a in enumerate(batch):
         shape = a.semantic.shape
         offset = outputs["offset"][i]
@@ -263,18 +267,34 @@ def _refined_batch(
             weight[inst == 0] = 1.0
         off.append(offset_field(inst, centers) if centers else np.zeros((2, *shape), np.float32))
         w.append(weight)
+        maps.append(inst)
         if config.supervision == "points":
             ctr.append(cue_center[i])
         else:
             ctr.append(gaussian_center_map(shape, np.array([centers[k] for k in keep]).reshape(-1, 2),
                                            lut[np.array([classes[k] for k in keep], dtype=np.int64)],
                                            len(thing_classes), sigma=config.sigma))
-    return {"offset": np.stack(off), "weight": np.stack(w), "center": np.stack(ctr)}
+    return {"offset": np.stack(off), "weight": np.stack(w), "center": np.stack(ctr), "instance": np.stack(maps)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainBatch:
+    """What one training step saw, for losses added to Eq. 6 (e.g. P2Seg's I2S): the semantic
+    targets (B, H, W) and the pseudo / refined instance maps (B, H, W; 0 = none) of the augmented
+    crops, all on the training device; ``refined_instance`` is None before refinement starts."""
+
+    semantic: torch.Tensor
+    pseudo_instance: torch.Tensor
+    refined_instance: torch.Tensor | None
+
+
+#: ``extra_loss(outputs, batch)`` → named, already weighted loss terms added to the total.
+ExtraLoss = Callable[[dict[str, torch.Tensor], TrainBatch], dict[str, torch.Tensor]]
 
 
 def lr_factor(step: int, config: BestieConfig) -> float:
@@ -288,6 +308,7 @@ def lr_factor(step: int, config: BestieConfig) -> float:
 
 
 def build_model(num_semantic: int, num_things: int, config: BestieConfig) -> BestieNet:
+    """BESTIE's network with the config's backbone and widths."""
     return BestieNet(num_semantic, num_things, backbone=config.backbone, out_indices=config.out_indices,
                      decoder_channels=config.decoder_channels, head_channels=config.head_channels)
 
@@ -300,11 +321,17 @@ def train_bestie(
     config: BestieConfig,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    model_factory: Callable[[], BestieNet] | None = None,
+    extra_loss: ExtraLoss | None = None,
+    desc: str | None = None,
 ) -> BestieNet:
     """Train BESTIE on ``samples`` (pseudo targets already built); returns the model in eval mode.
 
     ``thing_classes[c]`` is the semantic index of centre channel c. ``on_step(step, losses)`` is
     called after every step (from 1). A non-finite loss raises ``FloatingPointError`` naming the step.
+    Methods built on BESTIE pass a ``model_factory`` (a :class:`BestieNet` subclass, built after the
+    config's seed is set), ``extra_loss`` terms (P2Seg's I2S) and a progress-bar ``desc``; the loop
+    is otherwise shared.
     """
     if not samples:
         raise ValueError("no training samples")
@@ -312,8 +339,9 @@ def train_bestie(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_model(num_semantic, len(things), config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model = (model_factory() if model_factory is not None else build_model(num_semantic, len(things), config)).to(device)
+    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    opt = optimizer(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
     amp = mixed_precision(device, config.amp)
     scaler = amp.scaler
@@ -324,7 +352,7 @@ def train_bestie(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.iterations, desc=f"bestie-{config.supervision}", leave=False)
+        bar = tqdm(total=config.iterations, desc=desc or f"bestie-{config.supervision}", leave=False)
     model.train()
     with deterministic(device.type == "cpu"):
         for step in range(1, config.iterations + 1):
@@ -340,18 +368,24 @@ def train_bestie(
             out = {k: v.float() for k, v in out.items()}
             t = {k: torch.from_numpy(v).to(device) for k, v in pseudo.items()}
             pseudo_t = InstanceTargets(t["offset"], t["weight"], t["center"], t["weight"])
-            refined_t = None
+            refined_t, refined_instance = None, None
             if config.refine and step >= refine_from:
                 det = {"offset": out["offset"].detach().cpu().numpy(), "center": out["center"].detach().cpu().numpy(),
                        "prob": out["semantic"].detach().softmax(1).cpu().numpy()}
                 r = _refined_batch(batch, det, things, pseudo["cue_center"], config)
                 rt = {k: torch.from_numpy(v).to(device) for k, v in r.items()}
+                refined_instance = rt["instance"]
                 refined_t = InstanceTargets(rt["offset"], rt["weight"], rt["center"] if config.refined_center_loss
                                             else None, rt["weight"] if config.refined_center_loss else None)
             losses = bestie_loss(semantic_logits=out["semantic"], center=out["center"], offset=out["offset"],
                                  semantic_target=sem_t, pseudo=pseudo_t, refined=refined_t,
                                  weights=config.loss_weights, combine=config.combine,
-                                 hard_pixel_ratio=config.hard_pixel_ratio)
+                                 hard_pixel_ratio=config.hard_pixel_ratio, offset_loss=config.offset_loss)
+            if extra_loss is not None:
+                pseudo_instance = torch.from_numpy(np.stack([a.instance_map for a in batch])).to(device)
+                for name, term in extra_loss(out, TrainBatch(sem_t, pseudo_instance, refined_instance)).items():
+                    losses[name] = term
+                    losses["loss"] = losses["loss"] + term
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 if bar is not None:

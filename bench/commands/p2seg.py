@@ -1,0 +1,197 @@
+"""``bench p2seg`` — P2Seg (paper 000): the Mutual Distillation Module on BESTIE's point setting
+(stage ``p2seg``).
+
+Writes ``runs/<slot>/p2seg/<variant>/seed<k>/``: ``val_instances.json`` (BESTIE inference on val),
+``train_pseudo.json`` (the last stage's instance map: one record per point, ``point_annotation_id``
+= the point's GT annotation) and ``run.json`` (per stage: S2I counts, the train mIoU of the semantic
+map the stage trained on and of its I2S map, training time).
+
+Inputs: the WSSS maps of a wsss run (``--wsss``, default ``points-partial/seed<k>``: the
+point-supervised WSSS run of the same seed, Point2Mask Table 4's partial-CE row) and the GT
+points (``data/points/<slot>/<split>_<bestie.point_mode>.json``).
+
+Variants (table rows; one code path, options only — :data:`VARIANTS`, docs/p2seg.md): ``hrnet``
+(the default run: every ``mdm`` value as configured — T5's current point, T6 "points first", the
+source of the ``*-mrcnn`` / ``*-solov2`` segmentor rows), ``resnet`` (``mdm.resnet_backbone``),
+``s2i`` (no I2S), ``bestie-s2i`` / ``bestie-s2i-i2s`` (BESTIE's semantic-results-first transfer
+in place of S2I, T3) and ``hpr-<r>`` (T5's sweep, the hard pixel ratio fixed to r).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import predictions as P
+from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.commands.bestie import (_thing_classes, load_cues, load_semantic_maps, make_config, pseudo_records,
+                                   resolve_wsss_run)
+from bench.io import atomic_path, write_json
+from bench.paths import canonical_dir, points_file, run_dir
+from bench.registry import Registry
+from bench.stages.base import declare_stage, run_stage, seed_everything
+from datasets.canonical import CanonicalDataset, CanonicalSplit
+
+log = logging.getLogger(__name__)
+STAGE = declare_stage("p2seg", "data", "bestie", "mdm")
+#: T5's sweep: the hard pixel ratios of the paper's Table 5.
+SWEEP_RATIOS = ("0.1", "0.2", "0.4", "0.8")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A table row: :class:`~methods.p2seg.train.P2SegConfig` overrides, and the backbone field."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "backbone"  # the mdm field naming the backbone
+    hard_pixel_ratio: float | None = None  # None = mdm.hard_pixel_ratio
+    rows: str = ""
+
+
+VARIANTS: Registry[Variant] = Registry("p2seg variant")
+_NO_I2S = {"i2s": False, "stages": 1}  # without I2S a later stage would re-train on the same maps
+VARIANTS.add("hrnet", Variant(rows="T1/T2/T4 'Ours (HRNet)' via the segmentor; T5 current ratio; T6 points first"))
+VARIANTS.add("resnet", Variant(backbone="resnet_backbone", rows="T1 'Ours (R101)' via the segmentor"))
+VARIANTS.add("s2i", Variant(options=_NO_I2S, rows="T3 S2I without I2S"))
+VARIANTS.add("bestie-s2i", Variant(options={**_NO_I2S, "s2i": "semantic-first"}, rows="T3 BESTIE transfer"))
+VARIANTS.add("bestie-s2i-i2s", Variant(options={"s2i": "semantic-first"}, rows="T3 BESTIE transfer + I2S"))
+for _ratio in SWEEP_RATIOS:
+    VARIANTS.add(f"hpr-{_ratio}", Variant(hard_pixel_ratio=float(_ratio), rows=f"T5 hard pixel ratio {_ratio}"))
+
+
+def make_p2seg_config(params: Any, variant: Variant, seed: int) -> Any:
+    """The validated ``bestie`` and ``mdm`` sections → :class:`~methods.p2seg.train.P2SegConfig`."""
+    from methods.bestie import LossWeights
+    from methods.p2seg.train import P2SegConfig
+
+    m = params.mdm
+    bestie = make_config(params.bestie, "points", seed, {})
+    ratio = m.hard_pixel_ratio if variant.hard_pixel_ratio is None else variant.hard_pixel_ratio
+    bestie = dataclasses.replace(
+        bestie, backbone=getattr(m, variant.backbone), iterations=m.iterations, batch_size=m.batch_size,
+        warmup_iterations=m.warmup_iterations,
+        optimizer=m.optimizer, lr=m.lr, weight_decay=m.weight_decay, offset_loss=m.offset_loss,
+        hard_pixel_ratio=ratio, refined_offset_target="center",  # Eq. 2: offsets point to the annotated points
+        loss_weights=LossWeights(center=params.bestie.lambda_center, offset=m.lambda_offset,
+                                 semantic=m.lambda_semantic))
+    config = P2SegConfig(
+        bestie=bestie, single_point_target=m.single_point_target, default_box=m.default_box,
+        default_box_in_training=m.default_box_in_training, export_box_score=m.export_box_score,
+        lambda_i2s=m.lambda_i2s, embed_dim=m.embed_dim, affinity_pool=m.affinity_pool, affinity_loss=m.affinity_loss,
+        affinity_background=m.affinity_background, chunk_size=m.chunk_size, max_pairs=m.max_pairs, beta=m.beta,
+        affinity_normalize=None if m.affinity_normalize == "none" else m.affinity_normalize, stages=m.stages,
+        export_semantic=m.export_semantic)
+    return dataclasses.replace(config, **variant.options)
+
+
+def train_miou(maps: list[np.ndarray], split: CanonicalSplit, num_classes: int) -> float:
+    """mIoU (%) of semantic maps against the split's GT semantic maps (classes present in either)."""
+    inter, union = np.zeros(num_classes), np.zeros(num_classes)
+    for image, pred in zip(split.images, maps):
+        gt = split.semantic(image.id)
+        valid = gt != 255
+        p, g = pred[valid].astype(np.int64), gt[valid].astype(np.int64)
+        ok = p < num_classes
+        inter += np.bincount(g[ok & (p == g)], minlength=num_classes)[:num_classes]
+        union += (np.bincount(g, minlength=num_classes)[:num_classes]
+                  + np.bincount(p[ok], minlength=num_classes)[:num_classes])
+    union -= inter
+    present = union > 0
+    return float(100.0 * (inter[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, dataset: CanonicalDataset,
+         train: CanonicalSplit, val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
+    from methods.bestie.train import infer_instances, predict_outputs
+    from methods.p2seg.train import export_instances, train_p2seg
+
+    config = make_p2seg_config(ctx.params, variant, args.seed)
+    things = _thing_classes(dataset)
+    num_semantic = len(dataset.semantic_classes)
+    maps = load_semantic_maps(wsss / P.TRAIN_SEMANTIC_DIR, train)
+    cue_file = points_file(args.dataset, train.name, ctx.params.bestie.point_mode)
+    cues = load_cues(cue_file, train, dataset)
+    ids = [image.id for image in train.images]
+    images = [train.load_image(i) for i in ids]
+    points, classes = [cues[i].yx for i in ids], [cues[i].classes for i in ids]
+    info.update({"cues": str(cue_file), "config": config.to_dict()})
+    t0 = time.perf_counter()
+    stages = train_p2seg(
+        images=images, maps=[maps[i] for i in ids], points=points, point_classes=classes, num_semantic=num_semantic,
+        thing_classes=things, config=config,
+        on_step=lambda stage, step, losses: ctx.run.log_metrics({f"train.s{stage}.{k}": v for k, v in losses.items()},
+                                                                step=step))
+    seconds = time.perf_counter() - t0
+    info["train_seconds"] = round(seconds, 2)
+    info["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
+    info["stages"] = [{"s2i": s.stats, "input_train_miou": round(train_miou(s.semantic, train, num_semantic), 2),
+                       "i2s_train_miou": None if s.refined is None else round(train_miou(s.refined, train, num_semantic),
+                                                                              2)} for s in stages]
+    for k, s in enumerate(info["stages"]):
+        log.info("stage %d: S2I %s; train mIoU of its input map %.1f, of its I2S map %s", k + 1, s["s2i"],
+                 s["input_train_miou"], s["i2s_train_miou"])
+    pseudo: list[dict] = []
+    for image_id, found in zip(ids, export_instances(stages[-1], images, points, classes, things, config)):
+        pseudo += pseudo_records(image_id, found, dataset.semantic_classes, cues[image_id].annotation_ids)
+    t0 = time.perf_counter()
+    val_records: list[dict] = []
+    val_images = [val.load_image(im.id) for im in val.images]
+    model = stages[-1].model
+    for image, outputs in zip(val.images, predict_outputs(model, val_images, flip_tta=config.bestie.flip_tta)):
+        found = infer_instances(outputs, things, config.bestie)
+        val_records += P.instance_records(image.id, [f.mask for f in found],
+                                          [dataset.semantic_classes[f.cls] for f in found], [f.score for f in found])
+    info["val_seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(out / P.INSTANCES, val_records, indent=None)
+    write_json(out / P.PSEUDO, pseudo, indent=None)
+    ctx.run.log_metrics({"val_instances": len(val_records), "train_pseudo_instances": len(pseudo),
+                         **{f"stage{k + 1}.i2s_train_miou": s["i2s_train_miou"] for k, s in enumerate(info["stages"])
+                            if s["i2s_train_miou"] is not None}})
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    slot_argument(parser)
+    parser.add_argument("--variant", required=True, choices=list(VARIANTS), help="table row (docs/p2seg.md)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--wsss", default="points-partial/seed{seed}",
+                        help="wsss run whose train_semantic/ maps are stage 1's input: a run name under "
+                             "runs/<slot>/wsss/ (points-partial/seed{seed} = the point-supervised WSSS of the same "
+                             "seed, active, oracle/seed0) or a folder; {seed} is replaced by --seed")
+    params_argument(parser)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    variant = VARIANTS.get(args.variant)
+    with run_stage(STAGE, params_path=Path(args.params), method="p2seg", variant=args.variant,
+                   dataset=args.dataset) as ctx:
+        import torch
+
+        if not torch.cuda.is_available():  # the embedded profile's CPU budget: 2 threads
+            torch.set_num_threads(min(torch.get_num_threads(), 2))
+        seed_everything(args.seed)
+        slot = getattr(ctx.params.data, args.dataset)
+        dataset = CanonicalDataset(canonical_dir(args.dataset))
+        train, val = dataset.split(slot.train_split), dataset.split(slot.val_split)
+        wsss = resolve_wsss_run(args.dataset, args.wsss.format(seed=args.seed))
+        info: dict[str, Any] = {"method": "p2seg", "variant": args.variant, "dataset": args.dataset,
+                                "seed": args.seed, "train_split": train.name, "val_split": val.name,
+                                "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile,
+                                "wsss_run": str(wsss)}
+        t0 = time.perf_counter()
+        with atomic_path(run_dir(args.dataset, "p2seg", args.variant) / f"seed{args.seed}", directory=True) as out:
+            _run(args, ctx, variant, out, dataset, train, val, wsss, info)
+            info["stage_seconds"] = round(time.perf_counter() - t0, 2)
+            write_json(out / P.RUN_INFO, info)
+        log.info("%s: p2seg %s seed %d written (%.1f s)", args.dataset, args.variant, args.seed, info["stage_seconds"])
+    return 0
+
+
+COMMANDS.add("p2seg", Command("P2Seg: the Mutual Distillation Module (S2I + I2S) on BESTIE's point setting",
+                              _configure, _handle))

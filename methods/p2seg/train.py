@@ -1,0 +1,240 @@
+"""P2Seg training (Sec. 3, Fig. 3): the Mutual Distillation Module on BESTIE's point setting.
+
+One MDM stage = BESTIE's training loop (:func:`methods.bestie.train.train_bestie`: augmentation,
+online regrouping of each class's pixels to its points by the predicted offsets, Adam/AdamW with
+warm-up + poly) with
+
+- **S2I** targets (Sec. 3.1): "points first" pseudo instances (:mod:`.s2i`) instead of BESTIE's
+  "semantic results first" transfer; offsets point to the annotated points (Eq. 2); the offset loss
+  is smooth L1 (Eq. 3) and the segmentation CE keeps the hardest ``hard_pixel_ratio`` of the pixels
+  (Eq. 4, DeepLab's top-k CE) — both fields of the BESTIE config;
+- **I2S** (Sec. 3.2): an affinity head, trained by Eq. 5 against the instance affinity of the
+  current instance map (the online regrouped map once refinement runs, the S2I map before), and,
+  after the stage, the refined semantic map S = A^∘β · C of every training image, which is the
+  next stage's semantic input (Sec. 3.1, last paragraph).
+
+The final stage's instance map is exported (:func:`export_instances`): each point's pixels of its
+class, grouped by the predicted offsets (Eq. 1 of BESTIE), on the I2S semantic map (paper: "the
+class-agnostic instance segmentation map is multiplied with the semantic segmentation map generated
+through I2S") or on the stage's input map (``export_semantic``); points left without pixels get a
+default box (paper 16 × 16; release 64 × 64, score 0.5).
+
+No pipeline imports: numpy, torch (and :mod:`methods.bestie`, :mod:`methods.runtime`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from methods.bestie import Instance, TransferStats
+from methods.bestie.train import (BestieConfig, ExtraLoss, Sample, TrainBatch, build_pseudo_targets, normalize_images,
+                                  predict_outputs, refined_instances, train_bestie)
+from methods.bestie.transfer import OffsetTarget
+
+from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
+from .model import P2SegNet
+from .s2i import S2IStats, default_boxes, s2i_targets
+
+__all__ = ["P2SegConfig", "StageResult", "build_samples", "i2s_term", "train_p2seg", "semantic_maps",
+           "export_instances"]
+
+
+@dataclass(frozen=True)
+class P2SegConfig:
+    """MDM hyper-parameters on top of the shared BESTIE loop (``bestie``: network, augmentation,
+    schedule, optimizer, λ of the S2I terms, hard-pixel ratio, offset loss)."""
+
+    bestie: BestieConfig = field(default_factory=BestieConfig)
+    # S2I
+    s2i: Literal["points-first", "semantic-first"] = "points-first"
+    single_point_target: OffsetTarget = "point"
+    default_box: int | None = 16
+    default_box_in_training: bool = True
+    export_box_score: float = 0.5
+    # I2S
+    i2s: bool = True
+    lambda_i2s: float = 1.0
+    embed_dim: int = 256
+    affinity_pool: int = 1
+    affinity_loss: Literal["paper", "release"] = "paper"
+    affinity_background: Background = "negative"
+    chunk_size: int | None = 1024
+    max_pairs: int | None = None
+    beta: float = 8.0
+    affinity_normalize: Literal["row", "release"] | None = "row"
+    # stages
+    stages: int = 1
+    export_semantic: Literal["i2s", "input"] = "i2s"
+
+    def __post_init__(self) -> None:
+        if self.stages < 1:
+            raise ValueError(f"stages must be >= 1, got {self.stages}")
+        if self.default_box is not None and self.default_box < 1:
+            raise ValueError(f"default_box must be >= 1 or None, got {self.default_box}")
+        if self.bestie.supervision != "points":
+            raise ValueError("P2Seg is point-supervised: bestie.supervision must be 'points'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StageResult:
+    """One MDM stage: the trained model, the semantic maps it trained on, its S2I statistics and,
+    with I2S, the refined semantic maps it produced (the next stage's input)."""
+
+    model: P2SegNet
+    semantic: list[np.ndarray]
+    stats: dict[str, int]
+    refined: list[np.ndarray] | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------------------------
+
+
+def build_samples(
+    images: Sequence[np.ndarray], maps: Sequence[np.ndarray], points: Sequence[np.ndarray],
+    point_classes: Sequence[np.ndarray], config: P2SegConfig,
+) -> tuple[list[Sample], dict[str, int]]:
+    """The training samples of one stage: S2I "points first" targets (or BESTIE's "semantic results
+    first" transfer, ``s2i = "semantic-first"``, Table 3/6's BESTIE rows) and their summed counts."""
+    samples: list[Sample] = []
+    if config.s2i == "semantic-first":
+        transfer = TransferStats()
+        for image, semantic, yx, cls in zip(images, maps, points, point_classes):
+            targets, s = build_pseudo_targets(semantic, yx, cls, config.bestie)
+            transfer.add(s)
+            samples.append(Sample(image, semantic, targets))
+        return samples, transfer.to_dict()
+    total = S2IStats()
+    box = config.default_box if config.default_box_in_training else None
+    for image, semantic, yx, cls in zip(images, maps, points, point_classes):
+        targets, s = s2i_targets(semantic, yx, cls, min_area=config.bestie.min_area,
+                                 single_point_target=config.single_point_target, default_box=box)
+        total.add(s)
+        samples.append(Sample(image, semantic, targets))
+    return samples, total.to_dict()
+
+
+def _on_grid(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) integer labels → (B, h, w) by nearest sampling (ids are kept exactly)."""
+    return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def i2s_term(config: P2SegConfig) -> ExtraLoss:
+    """λ_I2S · L_I2S (Eq. 5) for the shared loop: the target is the instance affinity of the online
+    regrouped instance map once refinement runs, of the S2I map before; pairs on the embedding grid."""
+    kwargs: dict[str, Any] = dict(RELEASE_LOSS) if config.affinity_loss == "release" else {}
+
+    def term(outputs: dict[str, torch.Tensor], batch: TrainBatch) -> dict[str, torch.Tensor]:
+        emb = outputs["embedding"]
+        size = (emb.shape[-2], emb.shape[-1])
+        instances = batch.refined_instance if batch.refined_instance is not None else batch.pseudo_instance
+        semantic = _on_grid(batch.semantic, size)
+        loss = i2s_loss(emb, _on_grid(instances, size), semantic != 255, semantic_map=semantic,
+                        background=config.affinity_background, chunk_size=config.chunk_size,
+                        max_pairs=config.max_pairs, **kwargs)
+        return {"i2s": config.lambda_i2s * loss}
+
+    return term
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+
+
+def build_model(num_semantic: int, num_things: int, config: P2SegConfig) -> P2SegNet:
+    """P2Seg's network with the BESTIE config's backbone and widths and the affinity head."""
+    b = config.bestie
+    return P2SegNet(num_semantic, num_things, embed_dim=config.embed_dim, affinity_pool=config.affinity_pool,
+                    backbone=b.backbone, out_indices=b.out_indices, decoder_channels=b.decoder_channels,
+                    head_channels=b.head_channels)
+
+
+@torch.no_grad()
+def semantic_maps(model: P2SegNet, images: Sequence[np.ndarray], config: P2SegConfig,
+                  batch_size: int = 8) -> Iterator[np.ndarray]:
+    """The I2S semantic map of each image (Sec. 3.2): S = A^∘β · C on the affinity grid, bilinearly
+    upsampled to the image, argmax → uint8 class indices."""
+    model.eval()
+    device = next(model.parameters()).device
+    for k in range(0, len(images), batch_size):
+        chunk = images[k:k + batch_size]
+        shapes = {im.shape for im in chunk}
+        groups = [chunk] if len(shapes) == 1 else [[im] for im in chunk]
+        for group in groups:
+            x = normalize_images(torch.from_numpy(np.stack(group)).permute(0, 3, 1, 2).to(device))
+            prob, emb = model.grid_outputs(x)
+            s = refined_semantic(prob, embeddings=emb, beta=config.beta, normalize=config.affinity_normalize,
+                                 chunk_size=config.chunk_size)
+            s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            for m in s.argmax(1).to(torch.uint8).cpu().numpy():
+                yield m
+
+
+def train_p2seg(
+    *,
+    images: Sequence[np.ndarray],
+    maps: Sequence[np.ndarray],
+    points: Sequence[np.ndarray],
+    point_classes: Sequence[np.ndarray],
+    num_semantic: int,
+    thing_classes: Sequence[int],
+    config: P2SegConfig,
+    progress: bool = True,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> list[StageResult]:
+    """``config.stages`` MDM stages: stage 1 trains on ``maps`` (the WSSS maps), stage k + 1 on stage
+    k's I2S semantic maps (without I2S every stage re-reads ``maps``); each stage's network starts
+    from scratch with seed ``bestie.seed + stage``. ``on_step(stage, step, losses)``."""
+    results: list[StageResult] = []
+    current = list(maps)
+    for stage in range(config.stages):
+        samples, stats = build_samples(images, current, points, point_classes, config)
+        bestie = dataclasses.replace(config.bestie, seed=config.bestie.seed + stage)
+        stage_config = dataclasses.replace(config, bestie=bestie)
+        model = train_bestie(
+            samples=samples, num_semantic=num_semantic, thing_classes=thing_classes, config=bestie,
+            progress=progress, on_step=None if on_step is None else (lambda step, losses, s=stage: on_step(s, step, losses)),
+            model_factory=lambda: build_model(num_semantic, len(thing_classes), stage_config),
+            extra_loss=i2s_term(config) if config.i2s else None, desc=f"p2seg stage {stage + 1}/{config.stages}")
+        refined = list(semantic_maps(model, images, config)) if config.i2s else None
+        results.append(StageResult(model, current, stats, refined))
+        if refined is not None:
+            current = refined
+    return results
+
+
+def export_instances(
+    result: StageResult, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
+    point_classes: Sequence[np.ndarray], thing_classes: Sequence[int], config: P2SegConfig,
+) -> Iterator[list[tuple[Instance, int]]]:
+    """The final pseudo labels of each training image: per point, the pixels of its class grouped to
+    it by the predicted offsets (score = mean class probability), on the I2S map or the stage's input
+    map (``export_semantic``); a point left without pixels gets a ``default_box`` (score
+    ``export_box_score``; none when ``default_box`` is None)."""
+    use_i2s = config.export_semantic == "i2s" and result.refined is not None
+    maps = result.refined if use_i2s else result.semantic
+    assert maps is not None
+    for outputs, semantic, yx, cls in zip(predict_outputs(result.model, images, flip_tta=config.bestie.flip_tta),
+                                          maps, points, point_classes):
+        found = [(inst, k) for inst, k in refined_instances(outputs, semantic, yx, cls, thing_classes, config.bestie)
+                 if k is not None]
+        if config.default_box is not None:
+            owned = np.zeros(semantic.shape, dtype=bool)
+            for inst, _ in found:
+                owned |= inst.mask
+            missing = np.setdiff1d(np.arange(len(yx)), [k for _, k in found]).astype(np.int64)
+            for box in default_boxes(semantic.shape, owned, missing, np.asarray(yx, np.float64),
+                                     np.asarray(cls), config.default_box):
+                found.append((Instance(box.mask, box.semantic_class, config.export_box_score, box.center), box.point))
+        yield sorted(found, key=lambda f: f[1])
