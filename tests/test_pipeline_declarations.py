@@ -19,7 +19,9 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "evaluate-bestie-points": "evaluate", "evaluate-bestie-image": "evaluate",
               "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate",
               "p2seg": "p2seg", "p2seg-ablation": "p2seg", "p2seg-sweep": "p2seg",
-              "evaluate-p2seg": "evaluate", "evaluate-p2seg-variants": "evaluate", "report": "report"}
+              "evaluate-p2seg": "evaluate", "evaluate-p2seg-variants": "evaluate",
+              "segment-bestie": "segment", "segment-p2seg": "segment",
+              "evaluate-segment-bestie": "evaluate", "evaluate-segment-p2seg": "evaluate", "report": "report"}
 
 
 def _dvc_stages() -> dict:

@@ -98,7 +98,7 @@ def test_hard_pixel_ratio_reruns_only_the_p2seg_runs_that_read_it(pipeline):
     finally:
         _write_params(pipeline)
     ablations = ["s2i", "bestie-s2i", "bestie-s2i-i2s"]
-    assert stages == {"p2seg@0", "evaluate-p2seg@0", "report",
+    assert stages == {"p2seg@0", "evaluate-p2seg@0", "segment-p2seg@0", "evaluate-segment-p2seg@0", "report",
                       *(f"p2seg-ablation@{v}-0" for v in ablations),
                       *(f"evaluate-p2seg-variants@{v}-0" for v in ablations)}
 
