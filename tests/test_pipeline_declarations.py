@@ -18,7 +18,7 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "bestie-points": "bestie", "bestie-image": "bestie", "bestie-baseline": "bestie",
               "evaluate-bestie-points": "evaluate", "evaluate-bestie-image": "evaluate",
               "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate",
-              "p2seg": "p2seg", "p2seg-ablation": "p2seg", "p2seg-sweep": "p2seg",
+              "p2seg": "p2seg", "p2seg-ablation": "p2seg", "p2seg-sweep": "p2seg", "p2seg-transfer": "p2seg",
               "evaluate-p2seg": "evaluate", "evaluate-p2seg-variants": "evaluate",
               "segment-bestie": "segment", "segment-p2seg": "segment",
               "evaluate-segment-bestie": "evaluate", "evaluate-segment-p2seg": "evaluate", "report": "report"}

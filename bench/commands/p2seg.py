@@ -14,7 +14,8 @@ Variants (table rows; one code path, options only — :data:`VARIANTS`, docs/p2s
 (the default run: every ``mdm`` value as configured — T5's current point, T6 "points first", the
 source of the ``*-mrcnn`` / ``*-solov2`` segmentor rows), ``resnet`` (``mdm.resnet_backbone``),
 ``s2i`` (no I2S), ``bestie-s2i`` / ``bestie-s2i-i2s`` (BESTIE's semantic-results-first transfer
-in place of S2I, T3) and ``hpr-<r>`` (T5's sweep, the hard pixel ratio fixed to r).
+in place of S2I, T3), ``hpr-<r>`` (T5's sweep, the hard pixel ratio fixed to r) and the
+training-free ``s2i-transfer`` (the S2I instances themselves, Table 6's controlled "points first").
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Variant:
     backbone: str = "backbone"  # the mdm field naming the backbone
     hard_pixel_ratio: float | None = None  # None = mdm.hard_pixel_ratio
     rows: str = ""
+    training: bool = True  # False: the S2I pseudo instances themselves, no network
 
 
 VARIANTS: Registry[Variant] = Registry("p2seg variant")
@@ -62,6 +64,7 @@ VARIANTS.add("resnet", Variant(backbone="resnet_backbone", rows="T1 'Ours (R101)
 VARIANTS.add("s2i", Variant(options=_NO_I2S, rows="T3 S2I without I2S"))
 VARIANTS.add("bestie-s2i", Variant(options={**_NO_I2S, "s2i": "semantic-first"}, rows="T3 BESTIE transfer"))
 VARIANTS.add("bestie-s2i-i2s", Variant(options={"s2i": "semantic-first"}, rows="T3 BESTIE transfer + I2S"))
+VARIANTS.add("s2i-transfer", Variant(training=False, rows="T6 controlled: the S2I instances themselves (no network)"))
 for _ratio in SWEEP_RATIOS:
     VARIANTS.add(f"hpr-{_ratio}", Variant(hard_pixel_ratio=float(_ratio), rows=f"T5 hard pixel ratio {_ratio}"))
 
@@ -156,6 +159,36 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, datase
                             if s["i2s_train_miou"] is not None}})
 
 
+def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, dataset: CanonicalDataset, train: CanonicalSplit,
+                  val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
+    """Training-free S2I (Table 6's "points first" rule on its own, the counterpart of BESTIE's
+    ``transfer-only``): the points-first instances of the WSSS maps, score 1 — on train (tagged with
+    the points' annotation ids) and on val (from the val maps and the **val** points)."""
+    from methods.p2seg.s2i import S2IStats, points_first_instances
+
+    if not (wsss / P.SEMANTIC_DIR).is_dir():
+        raise FileNotFoundError(f"{wsss / P.SEMANTIC_DIR}: the s2i-transfer variant needs the wsss run's val maps")
+    m, b = ctx.params.mdm, ctx.params.bestie
+    box = m.default_box if m.default_box_in_training else None
+    stats = {}
+    for split, folder, target, tag in ((val, P.SEMANTIC_DIR, P.INSTANCES, False),
+                                       (train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
+        cues = load_cues(points_file(args.dataset, split.name, b.point_mode), split, dataset)
+        maps = load_semantic_maps(wsss / folder, split)
+        total, records = S2IStats(), []
+        for image in split.images:
+            c = cues[image.id]
+            found, s = points_first_instances(maps[image.id], c.yx, c.classes, min_area=b.min_area,
+                                              single_point_target=m.single_point_target, default_box=box)
+            total.add(s)
+            records += P.instance_records(
+                image.id, [f.mask for f in found], [dataset.semantic_classes[f.semantic_class] for f in found],
+                [1.0] * len(found), point_annotation_ids=[c.annotation_ids[f.point] for f in found] if tag else None)
+        write_json(out / target, records, indent=None)
+        stats[split.name] = total.to_dict()
+    info["s2i"] = stats
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     slot_argument(parser)
     parser.add_argument("--variant", required=True, choices=list(VARIANTS), help="table row (docs/p2seg.md)")
@@ -186,7 +219,10 @@ def _handle(args: argparse.Namespace) -> int:
                                 "wsss_run": str(wsss)}
         t0 = time.perf_counter()
         with atomic_path(run_dir(args.dataset, "p2seg", args.variant) / f"seed{args.seed}", directory=True) as out:
-            _run(args, ctx, variant, out, dataset, train, val, wsss, info)
+            if variant.training:
+                _run(args, ctx, variant, out, dataset, train, val, wsss, info)
+            else:
+                _run_transfer(args, ctx, out, dataset, train, val, wsss, info)
             info["stage_seconds"] = round(time.perf_counter() - t0, 2)
             write_json(out / P.RUN_INFO, info)
         log.info("%s: p2seg %s seed %d written (%.1f s)", args.dataset, args.variant, args.seed, info["stage_seconds"])

@@ -86,7 +86,7 @@ def _handle(args: argparse.Namespace) -> int:
             profile=ctx.profile, slot_datasets=slots, seeds=list(p.report.seeds),
             commit=git_state().get("git.commit", "unknown")[:10], decimals=p.report.decimals,
             switches={k: switches_in_effect(v) for k, v in sections.items()}, metrics_root=Path(args.metrics),
-            params=p.model_dump(mode="json"),
+            params={name: section.model_dump(mode="json") for name, section in sections.items()},
         )
         out_root = Path(args.out)
         outcomes = []
