@@ -54,7 +54,7 @@ def pipeline(tmp_path_factory) -> Path:
     _run(["git", "-c", "user.email=ci@example.org", "-c", "user.name=ci", "commit", "-q", "--allow-empty", "-m", "x"],
          repo)
     _run(["dvc", "init", "-q"], repo)
-    _run(["dvc", "repro"], repo, timeout=900)
+    _run(["dvc", "repro"], repo, timeout=1800)
     return repo
 
 
