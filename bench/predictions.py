@@ -27,9 +27,6 @@ SEMANTIC_DIR = "val_semantic"
 TRAIN_SEMANTIC_DIR = "train_semantic"
 TRAIN_PEAKS = "train_peaks.json"  # wsss cam / pam: CAM peaks of the train images (a points file + score)
 PSEUDO = "train_pseudo.json"
-#: Train pseudo labels at checkpoints during training (``step<N>.json``, the format of PSEUDO):
-#: BESTIE Fig. 6's true positives over training.
-PSEUDO_STEPS_DIR = "train_pseudo_steps"
 RUN_INFO = "run.json"
 
 

@@ -2,8 +2,8 @@
 
 Every metric family whose prediction file the run wrote is evaluated (the table below is
 data, not a chain of ifs); the result is one metrics JSON with provenance, a DVC metric. A run that
-exported train pseudo labels at training checkpoints (``train_pseudo_steps/``) also gets their
-pseudo-label metrics over training (``"curves"``, BESTIE Fig. 6).
+exported train pseudo labels at training checkpoints (listed in its ``run.json`` as
+``pseudo_curve``) also gets their pseudo-label metrics over training (``"curves"``, BESTIE Fig. 6).
 """
 
 from __future__ import annotations
@@ -67,14 +67,18 @@ FAMILIES = (
 
 def pseudo_curves(folder: Path, gt_root: Path, run_info: dict[str, Any], params: Any,
                   slot: str) -> dict[str, list[list[float]]]:
-    """The pseudo family on each checkpoint's train pseudo labels (``train_pseudo_steps/step<N>.json``):
-    metric key (:data:`~bench.report.specs.CURVE_KEYS`) → ``[[step, value], ...]`` by step; empty when
-    the run exported none."""
+    """The pseudo family on the train pseudo labels a run exported during training — ``run.json``'s
+    ``"pseudo_curve": {"step <N>": "<file relative to the run>"}`` — as metric key
+    (:data:`~bench.report.specs.CURVE_KEYS`) → ``[[N, value], ...]`` by step; empty when there are none."""
+    exported = run_info.get("pseudo_curve") or {}
     steps: list[tuple[int, Path]] = []
-    for path in sorted((folder / P.PSEUDO_STEPS_DIR).glob("*.json")):
-        number = path.stem.removeprefix("step")
+    for label, name in exported.items():
+        number = label.removeprefix("step ")
         if not number.isdigit():
-            raise ValueError(f"{path}: expected step<N>.json (N = the training step) in {P.PSEUDO_STEPS_DIR}/")
+            raise ValueError(f"{folder / P.RUN_INFO}: pseudo_curve key {label!r} is not 'step <N>'")
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {folder / P.RUN_INFO} (pseudo_curve) but missing")
         steps.append((int(number), path))
     curves: dict[str, list[list[float]]] = {}
     for step, path in sorted(steps):
