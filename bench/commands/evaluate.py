@@ -1,7 +1,9 @@
 """``bench evaluate`` — score a run directory against the ground truth (stage ``evaluate``).
 
 Every metric family whose prediction file the run wrote is evaluated (the table below is
-data, not a chain of ifs); the result is one metrics JSON with provenance, a DVC metric.
+data, not a chain of ifs); the result is one metrics JSON with provenance, a DVC metric. A run that
+exported train pseudo labels at training checkpoints (listed in its ``run.json`` as
+``pseudo_curve``) also gets their pseudo-label metrics over training (``"curves"``, BESTIE Fig. 6).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from bench.config.loader import flatten
 from bench.evaluation import evaluate_files
 from bench.io import read_json, write_json
 from bench.paths import SPECS, canonical_dir, metrics_file, points_file, run_dir
-from bench.report.specs import load_specs, rows_fed_by
+from bench.report.specs import CURVE_KEYS, load_specs, rows_fed_by
 from bench.stages.base import declare_stage, run_stage
 from bench.tracking import git_state
 from bench.visualize import overlay_instances, save_rgb
@@ -51,15 +53,40 @@ class Family:
         return f"{family}.{self.key_prefix}{rest}" if self.key_prefix else key
 
 
+PSEUDO_FAMILY = Family("pseudo", P.PSEUDO, "train_split",
+                       lambda p, slot, run: {"points": points_file(slot, run["train_split"], run["points_mode"])})
 FAMILIES = (
     Family("voc", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_thresholds": list(p.eval.voc_iou_thresholds)}),
     Family("coco", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_types": list(p.eval.coco_iou_types)}),
     Family("pq", P.PANOPTIC_JSON, "val_split", lambda p, slot, run: {"workers": p.eval.workers}),
     Family("semantic", P.SEMANTIC_DIR, "val_split", lambda p, slot, run: {}),
     Family("semantic", P.TRAIN_SEMANTIC_DIR, "train_split", lambda p, slot, run: {}, key_prefix="train."),
-    Family("pseudo", P.PSEUDO, "train_split",
-           lambda p, slot, run: {"points": points_file(slot, run["train_split"], run["points_mode"])}),
+    PSEUDO_FAMILY,
 )
+
+
+def pseudo_curves(folder: Path, gt_root: Path, run_info: dict[str, Any], params: Any,
+                  slot: str) -> dict[str, list[list[float]]]:
+    """The pseudo family on the train pseudo labels a run exported during training — ``run.json``'s
+    ``"pseudo_curve": {"step <N>": "<file relative to the run>"}`` — as metric key
+    (:data:`~bench.report.specs.CURVE_KEYS`) → ``[[N, value], ...]`` by step; empty when there are none."""
+    exported = run_info.get("pseudo_curve") or {}
+    steps: list[tuple[int, Path]] = []
+    for label, name in exported.items():
+        number = label.removeprefix("step ")
+        if not number.isdigit():
+            raise ValueError(f"{folder / P.RUN_INFO}: pseudo_curve key {label!r} is not 'step <N>'")
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {folder / P.RUN_INFO} (pseudo_curve) but missing")
+        steps.append((int(number), path))
+    curves: dict[str, list[list[float]]] = {}
+    for step, path in sorted(steps):
+        result = evaluate_files("pseudo", gt_root=gt_root, split=run_info[PSEUDO_FAMILY.split_key], predictions=path,
+                                **PSEUDO_FAMILY.options(params, slot, run_info))
+        for key in CURVE_KEYS:
+            curves.setdefault(key, []).append([step, result.metrics[key]])
+    return curves
 
 
 def _log_overlays(ctx: Any, gt_root: Path, split_name: str, predictions: Path) -> None:
@@ -113,6 +140,9 @@ def _handle(args: argparse.Namespace) -> int:
             log.info("%s: %s", name, ", ".join(f"{family.rename(k)}={v:.2f}" for k, v in result.metrics.items()))
         if not counts:
             raise ValueError(f"{folder}: no prediction files ({', '.join(f.prediction for f in FAMILIES)})")
+        curves = pseudo_curves(folder, gt_root, run_info, ctx.params, args.dataset)
+        if curves:
+            log.info("pseudo over training: %s", ", ".join(f"step {s}: tp50={v:g}" for s, v in curves["pseudo.tp50"]))
         seed = args.seed or 0
         provenance = {
             "dataset": args.dataset, "method": args.method, "variant": args.variant, "seed": seed,
@@ -123,7 +153,7 @@ def _handle(args: argparse.Namespace) -> int:
         }
         out = metrics_file(args.dataset, args.method, args.variant, seed)
         write_json(out, {"metrics": metrics, "counts": counts, "per_class": per_class, "notes": notes,
-                         "provenance": provenance})
+                         **({"curves": curves} if curves else {}), "provenance": provenance})
         ctx.run.log_metrics({k: v for k, v in metrics.items() if v is not None})
         ctx.run.log_artifact(out)
         _log_overlays(ctx, gt_root, run_info["val_split"], folder / P.INSTANCES)

@@ -1,4 +1,5 @@
-"""Result-table specifications: each paper table declared as data (``reports/specs/<paper>/table<N>.yaml``).
+"""Result-table specifications: each paper table declared as data (``reports/specs/<paper>/table<N>.yaml``),
+and the figures that plot a metric over training (``figure<N>.yaml``).
 
 A spec holds the paper's reported numbers verbatim, the experiment that reproduces each
 row (or ``reported-only`` for methods outside the four), and the paper's qualitative
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -178,22 +179,82 @@ class TableSpec(_Strict):
         return f"{self.paper}/table{self.table}"
 
 
+#: Metrics recorded over training (``"curves"`` of a metrics file) that a figure may plot.
+CURVE_KEYS = ("pseudo.tp50", "pseudo.n_iou50", "pseudo.mean_iou")
+
+
+class Series(_Strict):
+    """One line of a figure: a label and the experiment whose curve it draws."""
+
+    label: str
+    reproduce: Experiment
+
+
+class FigureSpec(_Strict):
+    """A paper figure that plots a metric over training (``reports/specs/<paper>/figure<N>.yaml``).
+
+    The paper's curves are not in its text, so ``reported`` says in words what the figure shows;
+    the reproduced curves (mean ± std over seeds per step) are tabulated and plotted."""
+
+    paper: Literal[PAPERS]  # type: ignore[valid-type]
+    figure: str = Field(pattern=r"^[0-9]+$", description="figure number as in the paper")
+    caption: str
+    paper_dataset: str
+    reproduced_on: Literal[EMBEDDED_DATASETS]  # type: ignore[valid-type]
+    metric: Literal[CURVE_KEYS]  # type: ignore[valid-type]
+    x_label: str
+    y_label: str
+    reported: str = Field(description="what the paper's figure shows, in words")
+    series: list[Series] = Field(min_length=1)
+    notes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "FigureSpec":
+        labels = [s.label for s in self.series]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"duplicate series labels: {labels}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.paper}/figure{self.figure}"
+
+
 class SpecError(ValueError):
     """A spec file that does not parse or validate; the message names the file."""
 
 
-def load_spec(path: Path) -> TableSpec:
-    """Load and validate one spec file."""
+_Spec = TypeVar("_Spec", TableSpec, FigureSpec)
+
+
+def _load(path: Path, model: type[_Spec], kind: str, number: str) -> _Spec:
+    """Load and validate one spec file of ``kind`` (table / figure); errors name the file."""
     try:
         with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-        spec = TableSpec.model_validate(raw)
+            spec = model.model_validate(yaml.safe_load(f))
     except (OSError, yaml.YAMLError, ValueError) as exc:
         raise SpecError(f"{path}: {exc}") from exc
-    expected = f"table{spec.table}.yaml"
+    n = getattr(spec, number)
+    expected = f"{kind}{n}.yaml"
     if path.name != expected or path.parent.name != spec.paper:
-        raise SpecError(f"{path}: a spec of {spec.paper} table {spec.table} must live at {spec.paper}/{expected}")
+        raise SpecError(f"{path}: a spec of {spec.paper} {kind} {n} must live at {spec.paper}/{expected}")
     return spec
+
+
+def load_spec(path: Path) -> TableSpec:
+    """Load and validate one table spec file."""
+    return _load(path, TableSpec, "table", "table")
+
+
+def load_figure(path: Path) -> FigureSpec:
+    """Load and validate one figure spec file."""
+    return _load(path, FigureSpec, "figure", "figure")
+
+
+def load_figures(root: Path) -> list[FigureSpec]:
+    """Every figure spec under ``root`` (``<paper>/figure<N>.yaml``), sorted by paper then number."""
+    specs = [load_figure(p) for p in sorted(root.glob("*/figure*.yaml"))]
+    return sorted(specs, key=lambda s: (PAPERS.index(s.paper), int(s.figure)))
 
 
 def load_specs(root: Path) -> list[TableSpec]:

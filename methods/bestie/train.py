@@ -27,8 +27,8 @@ from .model import BestieNet
 from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
 
 __all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "build_pseudo_targets", "targets_from_instances",
-           "train_bestie",
-           "predict_outputs", "infer_instances", "refined_instances", "normalize_images"]
+           "train_bestie", "image_batches", "predict_outputs", "infer_instances", "refined_instances",
+           "normalize_images"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -324,6 +324,8 @@ def train_bestie(
     model_factory: Callable[[], BestieNet] | None = None,
     extra_loss: ExtraLoss | None = None,
     desc: str | None = None,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int, BestieNet], None] | None = None,
 ) -> BestieNet:
     """Train BESTIE on ``samples`` (pseudo targets already built); returns the model in eval mode.
 
@@ -331,7 +333,9 @@ def train_bestie(
     called after every step (from 1). A non-finite loss raises ``FloatingPointError`` naming the step.
     Methods built on BESTIE pass a ``model_factory`` (a :class:`BestieNet` subclass, built after the
     config's seed is set), ``extra_loss`` terms (P2Seg's I2S) and a progress-bar ``desc``; the loop
-    is otherwise shared.
+    is otherwise shared. ``on_checkpoint(step, model)`` is called after each step in ``checkpoints``
+    with the model in eval mode (BESTIE Fig. 6 counts the true positives of the refined labels over
+    training); training resumes in train mode, so checkpoints never change the trained weights.
     """
     if not samples:
         raise ValueError("no training samples")
@@ -404,6 +408,10 @@ def train_bestie(
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 bar.update(1)
+            if on_checkpoint is not None and step in checkpoints:
+                model.eval()
+                on_checkpoint(step, model)
+                model.train()
     if bar is not None:
         bar.close()
     model.eval()
@@ -415,6 +423,18 @@ def train_bestie(
 # ---------------------------------------------------------------------------------------------
 
 
+def image_batches(images: Sequence[np.ndarray], batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Consecutive runs of same-shape (H, W, 3) uint8 images, at most ``batch_size`` at a time, as
+    normalised (B, 3, H, W) tensors on ``device`` (inference batches; order kept)."""
+    k = 0
+    while k < len(images):
+        j = k
+        while j < len(images) and j - k < batch_size and images[j].shape == images[k].shape:
+            j += 1
+        yield normalize_images(torch.from_numpy(np.stack(images[k:j])).permute(0, 3, 1, 2).to(device))
+        k = j
+
+
 @torch.no_grad()
 def predict_outputs(
     model: BestieNet, images: Sequence[np.ndarray], *, flip_tta: bool = False, batch_size: int = 8
@@ -422,14 +442,7 @@ def predict_outputs(
     """Per image ``{"prob": (S, H, W) softmax, "center": (C, H, W), "offset": (2, H, W)}`` (float32);
     ``flip_tta`` averages with the horizontally flipped input (offset dx negated back)."""
     model.eval()
-    device = next(model.parameters()).device
-    k = 0
-    while k < len(images):
-        shape = images[k].shape
-        j = k
-        while j < len(images) and j - k < batch_size and images[j].shape == shape:
-            j += 1
-        x = normalize_images(torch.from_numpy(np.stack(images[k:j])).permute(0, 3, 1, 2).to(device))
+    for x in image_batches(images, batch_size, next(model.parameters()).device):
         out = model(x)
         prob, center, offset = out["semantic"].float().softmax(1), out["center"].float(), out["offset"].float()
         if flip_tta:
@@ -439,10 +452,9 @@ def predict_outputs(
             fo = f["offset"].float().flip(-1)
             fo = torch.stack([fo[:, 0], -fo[:, 1]], 1)
             offset = 0.5 * (offset + fo)
-        for i in range(j - k):
+        for i in range(len(x)):
             yield {"prob": prob[i].cpu().numpy(), "center": center[i].cpu().numpy(),
                    "offset": offset[i].cpu().numpy()}
-        k = j
 
 
 def infer_instances(outputs: dict[str, np.ndarray], thing_classes: Sequence[int], config: BestieConfig) -> list[Instance]:
