@@ -13,7 +13,7 @@ import yaml
 
 from bench.config.loader import dump_params, render_profile
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # one worker builds the fixture
 REPO = Path(__file__).resolve().parents[1]
 COPIED = ("bench", "datasets", "methods", "reports/specs", "configs", "dvc.yaml")
 DETERMINISM_STAGES = ("prepare", "points", "wsss", "reference", "evaluate-reference", "evaluate-wsss")

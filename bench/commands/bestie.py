@@ -22,10 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
+import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +236,13 @@ def curve_steps(iterations: int, points: int) -> list[int]:
     return sorted({max(1, round(k * iterations / points)) for k in range(1, points + 1)}) if points else []
 
 
+def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
+    """The arrays a round trains on (images, maps, pseudo targets): its checkpoint's data fingerprint."""
+    for sample in samples:
+        t = sample.targets
+        yield from (sample.image, sample.semantic, t.instance_map, t.centers, t.classes, t.cues, t.cue_classes)
+
+
 def predict_val(model: Any, val: CanonicalSplit, things: list[int], config: Any, desc: str) -> list[dict]:
     """Inference on the val split (Sec. 3.2 of BESTIE; P2Seg infers the same way): instance records."""
     from methods.bestie.train import infer_instances, predict_outputs
@@ -284,17 +294,19 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     last = variant.rounds
     steps = curve_steps(config.iterations, p.pseudo_curve_points)
     # Fig. 6: the labels the network would export at each step, listed in run.json for `bench evaluate`
+    # (written to the partial folder, which a resumed run keeps, then copied into the run)
     curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in steps}
     for round_ in range(variant.rounds + 1):
         t0 = time.perf_counter()
+        round_config = dataclasses.replace(config, seed=args.seed + round_)
         model = train_bestie(
-            samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things,
-            config=dataclasses.replace(config, seed=args.seed + round_),
+            samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things, config=round_config,
             on_step=lambda step, losses, r=round_: ctx.run.log_metrics(
                 {f"train.r{r}.{k}": v for k, v in losses.items()}, step=step),
             checkpoints=steps if round_ == last else (),
-            on_checkpoint=lambda step, m: write_json(out / curve_files[f"step {step}"], records(refine_all(m)),
-                                                     indent=None))
+            on_checkpoint=lambda step, m: write_json(inputs.partial / curve_files[f"step {step}"],
+                                                     records(refine_all(m)), indent=None),
+            checkpointing=inputs.checkpointing(f"round{round_}", round_config, sample_arrays(samples)))
         seconds = time.perf_counter() - t0
         info["rounds"].append({"train_seconds": round(seconds, 2), "steps": config.iterations,
                                "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
@@ -303,6 +315,9 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
             samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
                 maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],
                 [i.cls for i, _ in r], cues[im.id].yx, cues[im.id].classes)) for im, r in zip(train.images, refined)]
+    for name in curve_files.values():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(inputs.partial / name, out / name)
     info["pseudo_curve"] = curve_files
     pseudo = records(refined)
     t0 = time.perf_counter()
@@ -369,6 +384,20 @@ class MethodInputs:
     val: CanonicalSplit
     wsss: Path
     info: dict[str, Any]
+    partial: Path  # kept across interrupted runs (training checkpoints); removed when the run completes
+    checkpoint_every: int
+
+    def checkpointing(self, name: str, config: Any, arrays: Iterable[np.ndarray]) -> Any:
+        """Resumable training state ``<partial>/<name>.pt`` (None when ``bestie.checkpoint_every`` is 0),
+        fingerprinted by the training config and the bytes of its input ``arrays``."""
+        from methods.bestie.train import Checkpointing
+
+        if not self.checkpoint_every:
+            return None
+        digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return Checkpointing(self.partial / f"{name}.pt", f"{name}:{digest.hexdigest()}", self.checkpoint_every)
 
 
 @contextlib.contextmanager
@@ -377,7 +406,8 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
     """The frame of a BESTIE / P2Seg run: validated params and the stage's MLflow run, the CPU thread
     cap (the embedded budget: 2 threads), seeding, the splits, the wsss run (``wsss`` with ``{seed}``),
     and ``runs/<slot>/<method>/<variant>/seed<k>/`` written atomically with ``run.json`` (``info``
-    plus the stage's wall time) — yields ``(ctx, inputs, out)``."""
+    plus the stage's wall time), beside ``seed<k>.partial/`` for what must survive an interrupted run
+    (training checkpoints, Fig. 6's checkpoint labels) — yields ``(ctx, inputs, out)``."""
     with run_stage(stage, params_path=Path(args.params), method=method, variant=args.variant,
                    dataset=args.dataset) as ctx:
         import torch
@@ -394,10 +424,14 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
                                   "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile, **info,
                                   "wsss_run": str(wsss_dir)}
         t0 = time.perf_counter()
-        with atomic_path(run_dir(args.dataset, method, args.variant) / f"seed{args.seed}", directory=True) as out:
-            yield ctx, MethodInputs(dataset, train, val, wsss_dir, record), out
+        final = run_dir(args.dataset, method, args.variant) / f"seed{args.seed}"
+        partial = final.with_name(f"{final.name}.partial")
+        with atomic_path(final, directory=True) as out:
+            yield ctx, MethodInputs(dataset, train, val, wsss_dir, record, partial,
+                                    ctx.params.bestie.checkpoint_every), out
             record["stage_seconds"] = round(time.perf_counter() - t0, 2)
             write_json(out / P.RUN_INFO, record)
+        shutil.rmtree(partial, ignore_errors=True)
         log.info("%s: %s %s seed %d written (%.1f s)", args.dataset, method, args.variant, args.seed,
                  record["stage_seconds"])
 

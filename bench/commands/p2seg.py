@@ -32,8 +32,8 @@ import numpy as np
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.commands.bestie import (MethodInputs, thing_classes, load_cues, load_semantic_maps, make_config,
-                                   method_stage, predict_val, pseudo_records)
+from bench.commands.bestie import (MethodInputs, load_cues, load_semantic_maps, make_config, method_stage,
+                                   predict_val, pseudo_records, sample_arrays, thing_classes)
 from bench.io import write_json
 from bench.paths import canonical_dir, points_file
 from bench.registry import Registry
@@ -125,7 +125,9 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
         images=images, maps=[maps[i] for i in ids], points=points, point_classes=classes, num_semantic=num_semantic,
         thing_classes=things, config=config,
         on_step=lambda stage, step, losses: ctx.run.log_metrics({f"train.s{stage}.{k}": v for k, v in losses.items()},
-                                                                step=step))
+                                                                step=step),
+        checkpointing=lambda stage, bestie, samples: inputs.checkpointing(
+            f"stage{stage + 1}", dataclasses.replace(config, bestie=bestie), sample_arrays(samples)))
     seconds = time.perf_counter() - t0
     info["train_seconds"] = round(seconds, 2)
     info["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)

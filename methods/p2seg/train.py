@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from methods.bestie import Instance, TransferStats
-from methods.bestie.train import (BestieConfig, ExtraLoss, Sample, TrainBatch, build_pseudo_targets, image_batches,
-                                  predict_outputs, refined_instances, train_bestie)
+from methods.bestie.train import (BestieConfig, Checkpointing, ExtraLoss, Sample, TrainBatch, build_pseudo_targets,
+                                  image_batches, predict_outputs, refined_instances, train_bestie)
 from methods.bestie.transfer import OffsetTarget
 
 from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
@@ -185,10 +185,12 @@ def train_p2seg(
     config: P2SegConfig,
     progress: bool = True,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    checkpointing: Callable[[int, BestieConfig, list[Sample]], Checkpointing | None] | None = None,
 ) -> list[StageResult]:
     """``config.stages`` MDM stages: stage 1 trains on ``maps`` (the WSSS maps), stage k + 1 on stage
     k's I2S semantic maps (without I2S every stage re-reads ``maps``); each stage's network starts
-    from scratch with seed ``bestie.seed + stage``. ``on_step(stage, step, losses)``."""
+    from scratch with seed ``bestie.seed + stage``. ``on_step(stage, step, losses)``;
+    ``checkpointing(stage, stage_config, samples)`` gives a stage's resumable checkpoint (or None)."""
     results: list[StageResult] = []
     current = list(maps)
     for stage in range(config.stages):
@@ -198,7 +200,8 @@ def train_p2seg(
             samples=samples, num_semantic=num_semantic, thing_classes=thing_classes, config=bestie,
             progress=progress, on_step=None if on_step is None else (lambda step, losses, s=stage: on_step(s, step, losses)),
             model_factory=lambda: build_model(num_semantic, len(thing_classes), config),
-            extra_loss=i2s_term(config) if config.i2s else None, desc=f"p2seg stage {stage + 1}/{config.stages}")
+            extra_loss=i2s_term(config) if config.i2s else None, desc=f"p2seg stage {stage + 1}/{config.stages}",
+            checkpointing=None if checkpointing is None else checkpointing(stage, bestie, samples))
         refined = list(semantic_maps(model, images, config)) if config.i2s else None
         results.append(StageResult(model, current, stats, refined))
         if refined is not None:
