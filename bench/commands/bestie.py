@@ -293,11 +293,17 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
 
     last = variant.rounds
     steps = curve_steps(config.iterations, p.pseudo_curve_points)
-    # Fig. 6: the labels the network would export at each step, listed in run.json for `bench evaluate`
-    # (written to the partial folder, which a resumed run keeps, then copied into the run)
-    curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in steps}
+    # Fig. 6 (last round): the labels the network would export at each step, and at step 0 the pseudo
+    # labels the round starts from, listed in run.json for `bench evaluate` (written to the partial
+    # folder, which a resumed run keeps, then copied into the run)
+    curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in ([0, *steps] if steps else [])}
+    refined: list[list[tuple[Any, int | None]]] = []
     for round_ in range(variant.rounds + 1):
         t0 = time.perf_counter()
+        if steps and round_ == last:
+            initial = (_transfer_records(train, maps, cues, config.min_area, tag=True)[0] if round_ == 0
+                       else records(refined))
+            write_json(inputs.partial / curve_files["step 0"], initial, indent=None)
         round_config = dataclasses.replace(config, seed=args.seed + round_)
         model = train_bestie(
             samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things, config=round_config,
