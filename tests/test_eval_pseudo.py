@@ -130,8 +130,9 @@ def _curve_run(tmp_path, monkeypatch, steps: dict[int, list[dict]]):
     ids[A] = 11
     write_split(tmp_path / "ds", "train", CATS, [{"id": 1, "ids": ids, "segments": [{"id": 11, "category_id": 1}]}])
     monkeypatch.chdir(tmp_path)
-    write_json(tmp_path / "data/points/voc/train_center.json", {"info": {}, "categories": CATS, "points": [
-        {"id": 1, "image_id": 1, "annotation_id": 11, "point_index": 0, "category_id": 1, "isthing": 1, "x": 1, "y": 1}]})
+    point = {"id": 1, "image_id": 1, "annotation_id": 11, "point_index": 0, "category_id": 1, "isthing": 1,
+             "x": 1, "y": 1}
+    write_json(tmp_path / "data/points/voc/train_center.json", {"info": {}, "categories": CATS, "points": [point]})
     run = tmp_path / "run"
     listed = {}
     for step, records in steps.items():
