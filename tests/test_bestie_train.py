@@ -94,3 +94,79 @@ def test_centre_and_offset_heads_start_at_zero():
     out = net(torch.randn(1, 3, 32, 32))
     assert torch.count_nonzero(out["center"]) == 0 and torch.count_nonzero(out["offset"]) == 0
     assert torch.count_nonzero(out["semantic"]) > 0  # the semantic head keeps its default init
+
+
+def test_checkpoints_see_the_model_at_the_requested_steps_and_leave_training_unchanged() -> None:
+    """Fig. 6's checkpoints run inference mid-training; the trained weights must not depend on them."""
+    config = replace(CONFIG, iterations=4)
+    seen: list[tuple[int, bool]] = []
+    torch.set_num_threads(2)
+    with_checkpoints = train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config,
+                                    progress=False, checkpoints=[2, 4],
+                                    on_checkpoint=lambda step, m: (seen.append((step, m.training)),
+                                                                   list(predict_outputs(m, [_tiny_set()[0].image]))))
+    without, _ = _train(config)
+    assert seen == [(2, False), (4, False)]
+    for (name, a), (_, b) in zip(with_checkpoints.state_dict().items(), without.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_curve_steps_are_evenly_spaced_and_end_at_the_last_step() -> None:
+    from bench.commands.bestie import curve_steps
+
+    assert curve_steps(200, 4) == [50, 100, 150, 200]
+    assert curve_steps(10, 3) == [3, 7, 10]
+    assert curve_steps(2, 4) == [1, 2]  # fewer steps than points: each step once
+    assert curve_steps(200, 0) == []
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_uninterrupted_weights(tmp_path) -> None:
+    from methods.bestie.train import Checkpointing
+
+    config = replace(CONFIG, iterations=5)
+    checkpointing = Checkpointing(tmp_path / "last.pt", fingerprint="run-a", every=2)
+
+    def stop_at_4(step: int, values: dict) -> None:
+        if step == 4:
+            raise KeyboardInterrupt  # killed after the checkpoint of step 2, before the one of step 4
+
+    torch.set_num_threads(2)
+    with pytest.raises(KeyboardInterrupt):
+        train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config, progress=False,
+                     on_step=stop_at_4, checkpointing=checkpointing)
+    resumed_steps: list[int] = []
+    resumed = train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config, progress=False,
+                           on_step=lambda step, v: resumed_steps.append(step), checkpointing=checkpointing)
+    straight, _ = _train(config)
+    assert resumed_steps == [3, 4, 5]
+    for (name, a), (_, b) in zip(resumed.state_dict().items(), straight.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_of_another_run_is_ignored(tmp_path) -> None:
+    from methods.bestie.train import Checkpointing
+
+    config = replace(CONFIG, iterations=3)
+    torch.set_num_threads(2)
+    train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config, progress=False,
+                 checkpointing=Checkpointing(tmp_path / "last.pt", fingerprint="other", every=1))
+    steps: list[int] = []
+    train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config, progress=False,
+                 on_step=lambda step, v: steps.append(step),
+                 checkpointing=Checkpointing(tmp_path / "last.pt", fingerprint="mine", every=1))
+    assert steps == [1, 2, 3]
+
+
+def test_a_finished_checkpoint_gives_its_weights_without_training(tmp_path) -> None:
+    from methods.bestie.train import Checkpointing
+
+    config = replace(CONFIG, iterations=3)
+    checkpointing = Checkpointing(tmp_path / "last.pt", fingerprint="run-a", every=10)  # saved at the last step
+    torch.set_num_threads(2)
+    first = train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config, progress=False,
+                         checkpointing=checkpointing)
+    steps: list[int] = []
+    again = train_bestie(samples=_tiny_set(), num_semantic=3, thing_classes=[1, 2], config=config, progress=False,
+                         on_step=lambda step, v: steps.append(step), checkpointing=checkpointing)
+    assert steps == []
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))

@@ -120,3 +120,42 @@ def test_bad_points_are_errors():
         PseudoLabelEvaluator(gt(), points=points(15))
     with pytest.raises(EvaluationError, match="belongs to image 1, not 2"):
         PseudoLabelEvaluator(gt(), points=points(11, image_id=2))
+
+
+def _curve_run(tmp_path, monkeypatch, steps: dict[int, list[dict]]):
+    """A canonical train split of one 10×10 image (instance 11 = A, class 1), its points file where
+    `bench evaluate` looks (data/points/voc/train_center.json), and a run folder whose run.json lists
+    one pseudo-label file per step."""
+    ids = np.zeros((10, 10), np.int64)
+    ids[A] = 11
+    write_split(tmp_path / "ds", "train", CATS, [{"id": 1, "ids": ids, "segments": [{"id": 11, "category_id": 1}]}])
+    monkeypatch.chdir(tmp_path)
+    point = {"id": 1, "image_id": 1, "annotation_id": 11, "point_index": 0, "category_id": 1, "isthing": 1,
+             "x": 1, "y": 1}
+    write_json(tmp_path / "data/points/voc/train_center.json", {"info": {}, "categories": CATS, "points": [point]})
+    run = tmp_path / "run"
+    listed = {}
+    for step, records in steps.items():
+        listed[f"step {step}"] = f"train_pseudo_steps/step{step}.json"
+        write_json(run / listed[f"step {step}"], [dict(r, image_id=1, score=1.0) for r in records])
+    return run, {"train_split": "train", "points_mode": "center", "pseudo_curve": listed}
+
+
+def test_the_pseudo_curve_scores_each_listed_step_in_step_order(tmp_path, monkeypatch):
+    from bench.commands.evaluate import pseudo_curves
+
+    # step 10: a 20-px mask inside A (IoU .5: a tp50, not an n_iou50); step 5: nothing; step 20: A itself
+    run, info = _curve_run(tmp_path, monkeypatch, {20: [pseudo(A, 11)], 5: [], 10: [pseudo(rect(0, 10, 0, 2), 11)]})
+    curves = pseudo_curves(run, tmp_path / "ds", info, params=None, slot="voc")
+    assert curves["pseudo.tp50"] == [[5, 0.0], [10, 1.0], [20, 1.0]]
+    assert curves["pseudo.n_iou50"] == [[5, 0.0], [10, 0.0], [20, 1.0]]
+    assert curves["pseudo.mean_iou"] == [[5, 0.0], [10, 50.0], [20, 100.0]]
+
+
+def test_a_listed_checkpoint_file_that_is_missing_is_named(tmp_path, monkeypatch):
+    from bench.commands.evaluate import pseudo_curves
+
+    run, info = _curve_run(tmp_path, monkeypatch, {10: [pseudo(A, 11)]})
+    (run / "train_pseudo_steps/step10.json").unlink()
+    with pytest.raises(FileNotFoundError, match="step10.json"):
+        pseudo_curves(run, tmp_path / "ds", info, params=None, slot="voc")

@@ -117,3 +117,28 @@ def test_the_stage_config_reads_mdm_and_the_sweep_fixes_the_ratio() -> None:
     assert not s2i.i2s and s2i.stages == 1
     assert make_p2seg_config(params, VARIANTS.get("bestie-s2i-i2s"), seed=0).s2i == "semantic-first"
     assert make_p2seg_config(params, VARIANTS.get("resnet"), seed=0).bestie.backbone == params.mdm.resnet_backbone
+
+
+def test_a_rerun_of_two_checkpointed_stages_resumes_both_to_the_same_weights(tmp_path) -> None:
+    """Each stage checkpoints under its own name; a finished stage reloads instead of re-training."""
+    from methods.bestie.train import Checkpointing
+
+    config = replace(CONFIG, stages=2, bestie=replace(BESTIE, iterations=2))
+    images, maps, points, classes = _tiny_set()
+    calls: list[tuple[int, int]] = []
+
+    def checkpointing(stage: int, bestie: BestieConfig, samples: list) -> Checkpointing:
+        calls.append((stage, bestie.seed))
+        return Checkpointing(tmp_path / f"stage{stage}.pt", fingerprint=f"s{stage}", every=1)
+
+    def run(steps: list[int]):
+        return train_p2seg(images=images, maps=maps, points=points, point_classes=classes, num_semantic=3,
+                           thing_classes=[1, 2], config=config, progress=False, checkpointing=checkpointing,
+                           on_step=lambda stage, step, v: steps.append(step))
+
+    first_steps, again_steps = [], []
+    first, again = run(first_steps), run(again_steps)
+    assert calls == [(0, 0), (1, 1), (0, 0), (1, 1)]  # stage k trains with seed bestie.seed + k
+    assert first_steps == [1, 2, 1, 2] and again_steps == []
+    for a, b in zip(first, again):
+        assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))

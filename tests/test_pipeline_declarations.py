@@ -16,6 +16,7 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "wsss-image": "wsss", "evaluate-wsss-image": "evaluate",
               "segment-gt": "segment", "evaluate-segment-gt": "evaluate",
               "bestie-points": "bestie", "bestie-image": "bestie", "bestie-baseline": "bestie",
+              "bestie-ablation": "bestie", "evaluate-bestie-ablation": "evaluate",
               "evaluate-bestie-points": "evaluate", "evaluate-bestie-image": "evaluate",
               "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate",
               "p2seg": "p2seg", "p2seg-ablation": "p2seg", "p2seg-sweep": "p2seg", "p2seg-transfer": "p2seg",

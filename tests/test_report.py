@@ -164,3 +164,49 @@ def test_columns_from_must_name_a_column():
     bad["rows"][0]["columns_from"] = {"pq.PQ": {"method": "wsss", "variant": "pam"}}
     with pytest.raises(ValueError, match="columns_from keys that are not columns: \\['pq.PQ'\\]"):
         TableSpec.model_validate(bad)
+
+
+FIGURE = {
+    "paper": "bestie", "figure": "6", "caption": "TPs over training.", "paper_dataset": "VOC train",
+    "reproduced_on": "synth-voc", "metric": "pseudo.tp50", "x_label": "step", "y_label": "TPs",
+    "reported": "curves only",
+    "series": [{"label": "refined", "reproduce": {"method": "bestie", "variant": "image"}},
+               {"label": "static", "reproduce": {"method": "bestie", "variant": "abl-pam-iag"}}],
+}
+
+
+def _curve(root: Path, variant: str, seed: int, curve: list[list[float]]) -> None:
+    path = root / "voc" / "bestie" / variant / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"metrics": {}, "curves": {"pseudo.tp50": curve}, "provenance": {}}))
+
+
+def test_a_figure_tabulates_each_series_per_step_with_mean_and_std_over_seeds(tmp_path):
+    from bench.report.render import render_figure
+    from bench.report.specs import FigureSpec
+
+    _curve(tmp_path, "image", 0, [[50, 10], [100, 20]])
+    _curve(tmp_path, "image", 1, [[50, 14], [100, 20]])
+    shown = render_figure(FigureSpec.model_validate(FIGURE), _ctx(tmp_path), plot="../plots/x.png")
+    assert [(s, a.mean) for s, a in shown.curves["refined"]] == [(50, 12.0), (100, 20.0)]
+    assert "| 50 | 12.0 ± 2.8 | – |" in shown.markdown  # sample std of (10, 14) = 2.83
+    assert "| 100 | 20.0 ± 0.0 | – |" in shown.markdown
+    assert "Pending (no curve recorded yet): `bestie/abl-pam-iag`." in shown.markdown
+    assert shown.series_reproduced == 1 and "![BESTIE Figure 6](../plots/x.png)" in shown.markdown
+
+
+def test_the_index_lists_figures_with_their_reproduced_series(tmp_path):
+    from bench.report.render import render_figure
+    from bench.report.specs import FigureSpec
+
+    _curve(tmp_path, "image", 0, [[50, 10]])
+    shown = render_figure(FigureSpec.model_validate(FIGURE), _ctx(tmp_path), plot="p.png")
+    index = render_index([], _ctx(tmp_path), "", [shown])
+    assert "| BESTIE | [6](bestie/figure6.md) | TPs over training. | 2 | 1 |" in index
+
+
+def test_a_figure_may_only_plot_a_metric_recorded_over_training():
+    from bench.report.specs import FigureSpec
+
+    with pytest.raises(ValueError, match="metric"):
+        FigureSpec.model_validate({**FIGURE, "metric": "voc.mAP50"})

@@ -91,3 +91,39 @@ def test_rows_fed_through_columns_from_are_found():
 
     fed = rows_fed_by(load_specs(SPECS), slot="voc", method="wsss", variant="cam")
     assert "bestie/table4:pmm" in fed
+
+
+def test_every_figure_spec_loads_and_its_caption_is_the_papers():
+    from bench.report.specs import load_figures
+
+    figures = load_figures(SPECS)
+    assert [f.name for f in figures] == ["bestie/figure6"]
+    for figure in figures:
+        text = (PAPERS_DIR / PAPER_FILES[figure.paper]).read_text(encoding="utf-8")
+        assert f"Figure {figure.figure}. {figure.caption}" in text
+
+
+def _evaluated_experiments() -> set[tuple[str, str, str]]:
+    """(slot, method, variant) of every `bench evaluate` stage of dvc.yaml, matrices expanded."""
+    found = set()
+    for stage in yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values():
+        body = stage.get("do", stage)
+        args = dict(re.findall(r"--(dataset|method|variant) (\S+)", body["cmd"]))
+        if not body["cmd"].startswith("bench evaluate"):
+            continue
+        matrix = stage.get("matrix", {})
+        for slot in matrix.get("dataset", [args["dataset"]]):
+            for variant in matrix.get("variant", [args["variant"]]):
+                found.add((slot, args["method"], variant))
+    return found
+
+
+def test_every_figure_series_is_evaluated_by_the_pipeline():
+    from bench.report.specs import SLOT_OF, load_figures
+
+    evaluated = _evaluated_experiments()
+    for figure in load_figures(SPECS):
+        for series in figure.series:
+            e = series.reproduce
+            assert (SLOT_OF[e.dataset or figure.reproduced_on], e.method, e.variant) in evaluated, \
+                f"{figure.name}: {e.name} is not evaluated by any dvc.yaml stage"

@@ -2,7 +2,9 @@
 
 Writes ``runs/<slot>/bestie/<variant>/seed<k>/``: ``val_instances.json`` (inference on val),
 ``train_pseudo.json`` (the final refined instance maps of the training images, one record per
-grouped point with ``point_annotation_id``; ``null`` in the image setting) and ``run.json``.
+grouped point with ``point_annotation_id``; ``null`` in the image setting), ``train_pseudo_steps/``
+(the same at ``bestie.pseudo_curve_points`` training steps, for Fig. 6; listed in ``run.json`` as
+``pseudo_curve``) and ``run.json``.
 
 Inputs: the WSSS maps of a wsss run (``<run>/train_semantic/<stem>.png``; ``--wsss``, default per
 variant), the instance cues — GT points (``data/points/<slot>/<split>_<bestie.point_mode>.json``)
@@ -18,10 +20,15 @@ val, no network).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
+import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +41,7 @@ from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.io import atomic_path, read_json, write_json
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
-from bench.stages.base import declare_stage, run_stage, seed_everything
+from bench.stages.base import StageInfo, declare_stage, run_stage, seed_everything
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from datasets.errors import DatasetError
 from datasets.imageio import read_index_png
@@ -43,6 +50,8 @@ log = logging.getLogger(__name__)
 STAGE = declare_stage("bestie", "data", "bestie")
 #: The peaks file a wsss ``pam`` / ``cam`` run writes next to its maps.
 PEAKS = P.TRAIN_PEAKS
+#: Train pseudo labels at training checkpoints (``step<N>.json``, the format of train_pseudo.json).
+PSEUDO_STEPS_DIR = "train_pseudo_steps"
 
 
 @dataclass(frozen=True)
@@ -216,21 +225,48 @@ def _transfer_records(split: CanonicalSplit, maps: dict[int, np.ndarray], cues: 
     return records, total.to_dict()
 
 
-def _thing_classes(dataset: CanonicalDataset) -> list[int]:
+def thing_classes(dataset: CanonicalDataset) -> list[int]:
+    """Semantic indices of the thing categories, in order: centre channel c ↔ ``thing_classes[c]``."""
     return [i for i, cat in enumerate(dataset.semantic_classes)
             if cat != dataset.void_label and dataset.category_by_id[cat].isthing]
 
 
-def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, dataset: CanonicalDataset,
-                  train: CanonicalSplit, val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
-    from methods.bestie.train import (Sample, build_pseudo_targets, infer_instances, predict_outputs,
-                                      refined_instances, targets_from_instances, train_bestie)
+def curve_steps(iterations: int, points: int) -> list[int]:
+    """``points`` training steps evenly spaced over the schedule, the last one final (BESTIE Fig. 6)."""
+    return sorted({max(1, round(k * iterations / points)) for k in range(1, points + 1)}) if points else []
+
+
+def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
+    """The arrays a round trains on (images, maps, pseudo targets): its checkpoint's data fingerprint."""
+    for sample in samples:
+        t = sample.targets
+        yield from (sample.image, sample.semantic, t.instance_map, t.centers, t.classes, t.cues, t.cue_classes)
+
+
+def predict_val(model: Any, val: CanonicalSplit, things: list[int], config: Any, desc: str) -> list[dict]:
+    """Inference on the val split (Sec. 3.2 of BESTIE; P2Seg infers the same way): instance records."""
+    from methods.bestie.train import infer_instances, predict_outputs
+
+    classes = val.dataset.semantic_classes
+    images = [val.load_image(im.id) for im in val.images]
+    records: list[dict] = []
+    for im, outputs in tqdm(zip(val.images, predict_outputs(model, images, flip_tta=config.flip_tta)),
+                            total=len(images), desc=desc, unit="img", leave=False):
+        found = infer_instances(outputs, things, config)
+        records += P.instance_records(im.id, [f.mask for f in found], [classes[f.cls] for f in found],
+                                      [f.score for f in found])
+    return records
+
+
+def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs: MethodInputs) -> None:
+    from methods.bestie.train import (Sample, build_pseudo_targets, predict_outputs, refined_instances,
+                                      targets_from_instances, train_bestie)
     from methods.bestie import TransferStats
 
-    p = ctx.params.bestie
+    p, dataset, train, info = ctx.params.bestie, inputs.dataset, inputs.train, inputs.info
     config = make_config(p, variant.supervision, args.seed, variant.options)
-    things = _thing_classes(dataset)
-    maps = load_semantic_maps(wsss / P.TRAIN_SEMANTIC_DIR, train)
+    things = thing_classes(dataset)
+    maps = load_semantic_maps(inputs.wsss / P.TRAIN_SEMANTIC_DIR, train)
     if variant.supervision == "points":
         cue_file = points_file(args.dataset, train.name, p.point_mode)
     else:
@@ -246,33 +282,52 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     log.info("semantic knowledge transfer: %s", stats.to_dict())
     info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
     train_ims = [images[i.id] for i in train.images]
+
+    def refine_all(model: Any) -> list[list[tuple[Any, int | None]]]:
+        return [refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config)
+                for im, o in zip(train.images, predict_outputs(model, train_ims, flip_tta=config.flip_tta))]
+
+    def records(refined: list[list[tuple[Any, int | None]]]) -> list[dict]:
+        return [r for im, found in zip(train.images, refined)
+                for r in pseudo_records(im.id, found, dataset.semantic_classes, cues[im.id].annotation_ids)]
+
+    last = variant.rounds
+    steps = curve_steps(config.iterations, p.pseudo_curve_points)
+    # Fig. 6 (last round): the labels the network would export at each step, and at step 0 the pseudo
+    # labels the round starts from, listed in run.json for `bench evaluate` (written to the partial
+    # folder, which a resumed run keeps, then copied into the run)
+    curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in ([0, *steps] if steps else [])}
+    refined: list[list[tuple[Any, int | None]]] = []
     for round_ in range(variant.rounds + 1):
         t0 = time.perf_counter()
+        if steps and round_ == last:
+            initial = (_transfer_records(train, maps, cues, config.min_area, tag=True)[0] if round_ == 0
+                       else records(refined))
+            write_json(inputs.partial / curve_files["step 0"], initial, indent=None)
+        round_config = dataclasses.replace(config, seed=args.seed + round_)
         model = train_bestie(
-            samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things,
-            config=dataclasses.replace(config, seed=args.seed + round_),
+            samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things, config=round_config,
             on_step=lambda step, losses, r=round_: ctx.run.log_metrics(
-                {f"train.r{r}.{k}": v for k, v in losses.items()}, step=step))
+                {f"train.r{r}.{k}": v for k, v in losses.items()}, step=step),
+            checkpoints=steps if round_ == last else (),
+            on_checkpoint=lambda step, m: write_json(inputs.partial / curve_files[f"step {step}"],
+                                                     records(refine_all(m)), indent=None),
+            checkpointing=inputs.checkpointing(f"round{round_}", round_config, sample_arrays(samples)))
         seconds = time.perf_counter() - t0
         info["rounds"].append({"train_seconds": round(seconds, 2), "steps": config.iterations,
                                "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
-        refined = [refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config)
-                   for im, o in zip(train.images, predict_outputs(model, train_ims, flip_tta=config.flip_tta))]
-        if round_ < variant.rounds:  # Table 5: the refined labels become the next round's pseudo labels
+        refined = refine_all(model)
+        if round_ < last:  # Table 5: the refined labels become the next round's pseudo labels
             samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
                 maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],
                 [i.cls for i, _ in r], cues[im.id].yx, cues[im.id].classes)) for im, r in zip(train.images, refined)]
-    pseudo: list[dict] = []
-    for im, found in zip(train.images, refined):
-        pseudo += pseudo_records(im.id, found, dataset.semantic_classes, cues[im.id].annotation_ids)
-    val_records: list[dict] = []
+    for name in curve_files.values():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(inputs.partial / name, out / name)
+    info["pseudo_curve"] = curve_files
+    pseudo = records(refined)
     t0 = time.perf_counter()
-    val_ims = [val.load_image(im.id) for im in val.images]
-    for im, o in tqdm(zip(val.images, predict_outputs(model, val_ims, flip_tta=config.flip_tta)), total=len(val_ims),
-                      desc="bestie val", unit="img", leave=False):
-        found = infer_instances(o, things, config)
-        val_records += P.instance_records(im.id, [f.mask for f in found],
-                                          [dataset.semantic_classes[f.cls] for f in found], [f.score for f in found])
+    val_records = predict_val(model, inputs.val, things, config, desc="bestie val")
     info["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)
@@ -298,19 +353,18 @@ def _label_center(instance: Any, config: Any) -> tuple[float, float]:
     return float(ys.mean()), float(xs.mean())
 
 
-def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, dataset: CanonicalDataset, train: CanonicalSplit,
-                  val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
-    p = ctx.params.bestie
+def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, inputs: MethodInputs) -> None:
+    p, wsss = ctx.params.bestie, inputs.wsss
     if not (wsss / P.SEMANTIC_DIR).is_dir():
         raise FileNotFoundError(f"{wsss / P.SEMANTIC_DIR}: the transfer-only baseline needs the wsss run's val maps")
     stats = {}
-    for split, folder, target, tag in ((val, P.SEMANTIC_DIR, P.INSTANCES, False),
-                                       (train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
-        cues = load_cues(points_file(args.dataset, split.name, p.point_mode), split, dataset)
+    for split, folder, target, tag in ((inputs.val, P.SEMANTIC_DIR, P.INSTANCES, False),
+                                       (inputs.train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
+        cues = load_cues(points_file(args.dataset, split.name, p.point_mode), split, inputs.dataset)
         records, stats[split.name] = _transfer_records(split, load_semantic_maps(wsss / folder, split), cues,
                                                        p.min_area, tag)
         write_json(out / target, records, indent=None)
-    info["transfer"] = stats
+    inputs.info["transfer"] = stats
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -326,32 +380,76 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     params_argument(parser)
 
 
-def _handle(args: argparse.Namespace) -> int:
-    variant = VARIANTS.get(args.variant)
-    with run_stage(STAGE, params_path=Path(args.params), method="bestie", variant=args.variant,
+@dataclass
+class MethodInputs:
+    """What a BESTIE-family run reads besides params: the dataset, its train / val splits, the wsss
+    run folder, and the ``run.json`` record the run fills."""
+
+    dataset: CanonicalDataset
+    train: CanonicalSplit
+    val: CanonicalSplit
+    wsss: Path
+    info: dict[str, Any]
+    partial: Path  # kept across interrupted runs (training checkpoints); removed when the run completes
+    checkpoint_every: int
+
+    def checkpointing(self, name: str, config: Any, arrays: Iterable[np.ndarray]) -> Any:
+        """Resumable training state ``<partial>/<name>.pt`` (None when ``bestie.checkpoint_every`` is 0),
+        fingerprinted by the training config and the bytes of its input ``arrays``."""
+        from methods.bestie.train import Checkpointing
+
+        if not self.checkpoint_every:
+            return None
+        digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return Checkpointing(self.partial / f"{name}.pt", f"{name}:{digest.hexdigest()}", self.checkpoint_every)
+
+
+@contextlib.contextmanager
+def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wsss: str,
+                 **info: Any) -> Iterator[tuple[Any, MethodInputs, Path]]:
+    """The frame of a BESTIE / P2Seg run: validated params and the stage's MLflow run, the CPU thread
+    cap (the embedded budget: 2 threads), seeding, the splits, the wsss run (``wsss`` with ``{seed}``),
+    and ``runs/<slot>/<method>/<variant>/seed<k>/`` written atomically with ``run.json`` (``info``
+    plus the stage's wall time), beside ``seed<k>.partial/`` for what must survive an interrupted run
+    (training checkpoints, Fig. 6's checkpoint labels) — yields ``(ctx, inputs, out)``."""
+    with run_stage(stage, params_path=Path(args.params), method=method, variant=args.variant,
                    dataset=args.dataset) as ctx:
         import torch
 
-        if not torch.cuda.is_available():  # the embedded profile's CPU budget: 2 threads
+        if not torch.cuda.is_available():
             torch.set_num_threads(min(torch.get_num_threads(), 2))
         seed_everything(args.seed)
         slot = getattr(ctx.params.data, args.dataset)
         dataset = CanonicalDataset(canonical_dir(args.dataset))
         train, val = dataset.split(slot.train_split), dataset.split(slot.val_split)
-        wsss = resolve_wsss_run(args.dataset, (args.wsss or variant.wsss).format(seed=args.seed))
-        info: dict[str, Any] = {"method": "bestie", "variant": args.variant, "dataset": args.dataset,
-                                "seed": args.seed, "train_split": train.name, "val_split": val.name,
-                                "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile,
-                                "supervision": variant.supervision, "wsss_run": str(wsss)}
+        wsss_dir = resolve_wsss_run(args.dataset, wsss.format(seed=args.seed))
+        record: dict[str, Any] = {"method": method, "variant": args.variant, "dataset": args.dataset,
+                                  "seed": args.seed, "train_split": train.name, "val_split": val.name,
+                                  "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile, **info,
+                                  "wsss_run": str(wsss_dir)}
         t0 = time.perf_counter()
-        with atomic_path(run_dir(args.dataset, "bestie", args.variant) / f"seed{args.seed}", directory=True) as out:
-            if variant.supervision == "transfer":
-                _run_transfer(args, ctx, out, dataset, train, val, wsss, info)
-            else:
-                _run_training(args, ctx, variant, out, dataset, train, val, wsss, info)
-            info["stage_seconds"] = round(time.perf_counter() - t0, 2)
-            write_json(out / P.RUN_INFO, info)
-        log.info("%s: bestie %s seed %d written (%.1f s)", args.dataset, args.variant, args.seed, info["stage_seconds"])
+        final = run_dir(args.dataset, method, args.variant) / f"seed{args.seed}"
+        partial = final.with_name(f"{final.name}.partial")
+        with atomic_path(final, directory=True) as out:
+            yield ctx, MethodInputs(dataset, train, val, wsss_dir, record, partial,
+                                    ctx.params.bestie.checkpoint_every), out
+            record["stage_seconds"] = round(time.perf_counter() - t0, 2)
+            write_json(out / P.RUN_INFO, record)
+        shutil.rmtree(partial, ignore_errors=True)
+        log.info("%s: %s %s seed %d written (%.1f s)", args.dataset, method, args.variant, args.seed,
+                 record["stage_seconds"])
+
+
+def _handle(args: argparse.Namespace) -> int:
+    variant = VARIANTS.get(args.variant)
+    with method_stage(STAGE, args, method="bestie", wsss=args.wsss or variant.wsss,
+                      supervision=variant.supervision) as (ctx, inputs, out):
+        if variant.supervision == "transfer":
+            _run_transfer(args, ctx, out, inputs)
+        else:
+            _run_training(args, ctx, variant, out, inputs)
     return 0
 
 

@@ -32,13 +32,13 @@ import numpy as np
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.commands.bestie import (_thing_classes, load_cues, load_semantic_maps, make_config, pseudo_records,
-                                   resolve_wsss_run)
-from bench.io import atomic_path, write_json
-from bench.paths import canonical_dir, points_file, run_dir
+from bench.commands.bestie import (MethodInputs, load_cues, load_semantic_maps, make_config, method_stage,
+                                   predict_val, pseudo_records, sample_arrays, thing_classes)
+from bench.io import write_json
+from bench.paths import canonical_dir, points_file
 from bench.registry import Registry
-from bench.stages.base import declare_stage, run_stage, seed_everything
-from datasets.canonical import CanonicalDataset, CanonicalSplit
+from bench.stages.base import declare_stage
+from datasets.canonical import CanonicalSplit
 
 log = logging.getLogger(__name__)
 STAGE = declare_stage("p2seg", "data", "bestie", "mdm")
@@ -94,31 +94,26 @@ def make_p2seg_config(params: Any, variant: Variant, seed: int) -> Any:
     return dataclasses.replace(config, **variant.options)
 
 
-def train_miou(maps: list[np.ndarray], split: CanonicalSplit, num_classes: int) -> float:
-    """mIoU (%) of semantic maps against the split's GT semantic maps (classes present in either)."""
-    inter, union = np.zeros(num_classes), np.zeros(num_classes)
+def train_miou(maps: list[np.ndarray], split: CanonicalSplit, gt: Any) -> float:
+    """mIoU (%) of a split's semantic maps (in split order) under the harness's semantic protocol
+    (:class:`~bench.evaluation.semantic.SemanticEvaluator`, ``gt``: the split's CanonicalGT)."""
+    from bench.evaluation.semantic import SemanticEvaluator
+
+    evaluator = SemanticEvaluator(gt)
     for image, pred in zip(split.images, maps):
-        gt = split.semantic(image.id)
-        valid = gt != 255
-        p, g = pred[valid].astype(np.int64), gt[valid].astype(np.int64)
-        ok = p < num_classes
-        inter += np.bincount(g[ok & (p == g)], minlength=num_classes)[:num_classes]
-        union += (np.bincount(g, minlength=num_classes)[:num_classes]
-                  + np.bincount(p[ok], minlength=num_classes)[:num_classes])
-    union -= inter
-    present = union > 0
-    return float(100.0 * (inter[present] / union[present]).mean()) if present.any() else float("nan")
+        evaluator.process(image.id, pred)
+    return evaluator.summarize()["semantic.mIoU"]
 
 
-def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, dataset: CanonicalDataset,
-         train: CanonicalSplit, val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
-    from methods.bestie.train import infer_instances, predict_outputs
+def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs: MethodInputs) -> None:
+    from bench.evaluation.gt import CanonicalGT
     from methods.p2seg.train import export_instances, train_p2seg
 
+    dataset, train, info = inputs.dataset, inputs.train, inputs.info
     config = make_p2seg_config(ctx.params, variant, args.seed)
-    things = _thing_classes(dataset)
+    things = thing_classes(dataset)
     num_semantic = len(dataset.semantic_classes)
-    maps = load_semantic_maps(wsss / P.TRAIN_SEMANTIC_DIR, train)
+    maps = load_semantic_maps(inputs.wsss / P.TRAIN_SEMANTIC_DIR, train)
     cue_file = points_file(args.dataset, train.name, ctx.params.bestie.point_mode)
     cues = load_cues(cue_file, train, dataset)
     ids = [image.id for image in train.images]
@@ -130,13 +125,18 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, datase
         images=images, maps=[maps[i] for i in ids], points=points, point_classes=classes, num_semantic=num_semantic,
         thing_classes=things, config=config,
         on_step=lambda stage, step, losses: ctx.run.log_metrics({f"train.s{stage}.{k}": v for k, v in losses.items()},
-                                                                step=step))
+                                                                step=step),
+        checkpointing=lambda stage, bestie, samples: inputs.checkpointing(
+            f"stage{stage + 1}", dataclasses.replace(config, bestie=bestie), sample_arrays(samples)))
     seconds = time.perf_counter() - t0
     info["train_seconds"] = round(seconds, 2)
     info["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
-    info["stages"] = [{"s2i": s.stats, "input_train_miou": round(train_miou(s.semantic, train, num_semantic), 2),
-                       "i2s_train_miou": None if s.refined is None else round(train_miou(s.refined, train, num_semantic),
-                                                                              2)} for s in stages]
+    gt = CanonicalGT.load(canonical_dir(args.dataset), train.name)
+    # stage k + 1 trains on stage k's I2S map: each distinct map list is scored once
+    mious = {id(m): round(train_miou(m, train, gt), 2)
+             for m in {id(m): m for s in stages for m in (s.semantic, s.refined) if m is not None}.values()}
+    info["stages"] = [{"s2i": s.stats, "input_train_miou": mious[id(s.semantic)],
+                       "i2s_train_miou": None if s.refined is None else mious[id(s.refined)]} for s in stages]
     for k, s in enumerate(info["stages"]):
         log.info("stage %d: S2I %s; train mIoU of its input map %.1f, of its I2S map %s", k + 1, s["s2i"],
                  s["input_train_miou"], s["i2s_train_miou"])
@@ -144,13 +144,7 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, datase
     for image_id, found in zip(ids, export_instances(stages[-1], images, points, classes, things, config)):
         pseudo += pseudo_records(image_id, found, dataset.semantic_classes, cues[image_id].annotation_ids)
     t0 = time.perf_counter()
-    val_records: list[dict] = []
-    val_images = [val.load_image(im.id) for im in val.images]
-    model = stages[-1].model
-    for image, outputs in zip(val.images, predict_outputs(model, val_images, flip_tta=config.bestie.flip_tta)):
-        found = infer_instances(outputs, things, config.bestie)
-        val_records += P.instance_records(image.id, [f.mask for f in found],
-                                          [dataset.semantic_classes[f.cls] for f in found], [f.score for f in found])
+    val_records = predict_val(stages[-1].model, inputs.val, things, config.bestie, desc="p2seg val")
     info["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)
@@ -159,20 +153,20 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, datase
                             if s["i2s_train_miou"] is not None}})
 
 
-def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, dataset: CanonicalDataset, train: CanonicalSplit,
-                  val: CanonicalSplit, wsss: Path, info: dict[str, Any]) -> None:
+def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, inputs: MethodInputs) -> None:
     """Training-free S2I (Table 6's "points first" rule on its own, the counterpart of BESTIE's
     ``transfer-only``): the points-first instances of the WSSS maps, score 1 — on train (tagged with
     the points' annotation ids) and on val (from the val maps and the **val** points)."""
     from methods.p2seg.s2i import S2IStats, points_first_instances
 
+    dataset, wsss, info = inputs.dataset, inputs.wsss, inputs.info
     if not (wsss / P.SEMANTIC_DIR).is_dir():
         raise FileNotFoundError(f"{wsss / P.SEMANTIC_DIR}: the s2i-transfer variant needs the wsss run's val maps")
     m, b = ctx.params.mdm, ctx.params.bestie
     box = m.default_box if m.default_box_in_training else None
     stats = {}
-    for split, folder, target, tag in ((val, P.SEMANTIC_DIR, P.INSTANCES, False),
-                                       (train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
+    for split, folder, target, tag in ((inputs.val, P.SEMANTIC_DIR, P.INSTANCES, False),
+                                       (inputs.train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
         cues = load_cues(points_file(args.dataset, split.name, b.point_mode), split, dataset)
         maps = load_semantic_maps(wsss / folder, split)
         total, records = S2IStats(), []
@@ -202,30 +196,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     variant = VARIANTS.get(args.variant)
-    with run_stage(STAGE, params_path=Path(args.params), method="p2seg", variant=args.variant,
-                   dataset=args.dataset) as ctx:
-        import torch
-
-        if not torch.cuda.is_available():  # the embedded profile's CPU budget: 2 threads
-            torch.set_num_threads(min(torch.get_num_threads(), 2))
-        seed_everything(args.seed)
-        slot = getattr(ctx.params.data, args.dataset)
-        dataset = CanonicalDataset(canonical_dir(args.dataset))
-        train, val = dataset.split(slot.train_split), dataset.split(slot.val_split)
-        wsss = resolve_wsss_run(args.dataset, args.wsss.format(seed=args.seed))
-        info: dict[str, Any] = {"method": "p2seg", "variant": args.variant, "dataset": args.dataset,
-                                "seed": args.seed, "train_split": train.name, "val_split": val.name,
-                                "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile,
-                                "wsss_run": str(wsss)}
-        t0 = time.perf_counter()
-        with atomic_path(run_dir(args.dataset, "p2seg", args.variant) / f"seed{args.seed}", directory=True) as out:
-            if variant.training:
-                _run(args, ctx, variant, out, dataset, train, val, wsss, info)
-            else:
-                _run_transfer(args, ctx, out, dataset, train, val, wsss, info)
-            info["stage_seconds"] = round(time.perf_counter() - t0, 2)
-            write_json(out / P.RUN_INFO, info)
-        log.info("%s: p2seg %s seed %d written (%.1f s)", args.dataset, args.variant, args.seed, info["stage_seconds"])
+    with method_stage(STAGE, args, method="p2seg", wsss=args.wsss) as (ctx, inputs, out):
+        if variant.training:
+            _run(args, ctx, variant, out, inputs)
+        else:
+            _run_transfer(args, ctx, out, inputs)
     return 0
 
 

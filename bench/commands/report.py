@@ -1,4 +1,4 @@
-"""``bench report`` — render every paper table, the index, the reference self-checks and sweep plots."""
+"""``bench report`` — render every paper table and figure, the index, the reference self-checks and plots."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from bench.config.schema import Params
 from bench.io import atomic_path, write_text
 from bench.paths import METRICS, REPORTS, SPECS
 from bench.report.metrics import load_experiment
-from bench.report.render import PAPER_TITLES, RenderContext, plot_sweep, render_index, render_table, sweep_csv, sweep_rows
-from bench.report.specs import PAPERS, load_specs
+from bench.report.render import (PAPER_TITLES, RenderContext, plot_figure, plot_sweep, render_figure, render_index,
+                                 render_table, sweep_csv, sweep_rows)
+from bench.report.specs import PAPERS, load_figures, load_specs
 from bench.stages.base import declare_stage, run_stage
 from bench.tracking import git_state
 
@@ -79,6 +80,7 @@ def _handle(args: argparse.Namespace) -> int:
     with run_stage(STAGE, params_path=Path(args.params)) as ctx:
         p = ctx.params
         specs = load_specs(Path(args.specs))
+        figures = load_figures(Path(args.specs))
         sections: dict[str, Any] = {name: getattr(p, name) for name in
                                     ("wsss", "bestie", "mdm", "point2mask", "jtsm", "segmentor")}
         slots = {"voc": p.data.voc.source, "coco": p.data.coco.source}
@@ -89,14 +91,18 @@ def _handle(args: argparse.Namespace) -> int:
             params={name: section.model_dump(mode="json") for name, section in sections.items()},
         )
         out_root = Path(args.out)
-        outcomes = []
+        outcomes, figure_outcomes = [], []
         for paper in PAPERS:
-            paper_specs = [s for s in specs if s.paper == paper]
             with atomic_path(out_root / paper, directory=True) as tmp:
-                for spec in paper_specs:
+                for spec in (s for s in specs if s.paper == paper):
                     outcome = render_table(spec, render_ctx)
                     (tmp / f"table{spec.table}.md").write_text(outcome.markdown, encoding="utf-8")
                     outcomes.append(outcome)
+                for figure in (f for f in figures if f.paper == paper):
+                    stem = f"{figure.paper}_figure{figure.figure}"
+                    shown = render_figure(figure, render_ctx, plot=f"../plots/{stem}.png")
+                    (tmp / f"figure{figure.figure}.md").write_text(shown.markdown, encoding="utf-8")
+                    figure_outcomes.append(shown)
         with atomic_path(out_root / "plots", directory=True) as tmp:
             for spec in specs:
                 if spec.sweep is None:
@@ -105,8 +111,10 @@ def _handle(args: argparse.Namespace) -> int:
                 stem = f"{spec.paper}_table{spec.table}"
                 (tmp / f"{stem}.csv").write_text(sweep_csv(points), encoding="utf-8")
                 plot_sweep(spec, points, tmp / f"{stem}.png")
+            for shown in figure_outcomes:
+                plot_figure(shown, tmp / f"{shown.spec.paper}_figure{shown.spec.figure}.png")
         reference_md, failures = reference_section(slots, Path(args.metrics))
-        write_text(out_root / "index.md", render_index(outcomes, render_ctx, reference_md))
+        write_text(out_root / "index.md", render_index(outcomes, render_ctx, reference_md, figure_outcomes))
         write_text(out_root / "reference.md", "# Reference rows\n\n" + reference_md)
         ctx.run.log_metrics({
             "report.tables": len(outcomes),
@@ -123,5 +131,5 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.add("report", Command("render reports/<paper>/table<N>.md, reports/index.md and sweep plots",
+COMMANDS.add("report", Command("render reports/<paper>/table<N>.md and figure<N>.md, reports/index.md and plots",
                                _configure, _handle))

@@ -237,6 +237,14 @@ class BestieParams(Section):
     flip_tta: Literal["none", "points", "all"] = Field(
         default="points", description="horizontal-flip test-time augmentation: never, point setting only, always",
         json_schema_extra={"switch": "paper silent; release: flip TTA in the point setting (points)"})
+    checkpoint_every: int = Field(
+        default=100, ge=0,
+        description="resumable training checkpoint every N steps (BESTIE and P2Seg stages; 0 = none): re-running an "
+                    "interrupted stage continues from it, to the same weights")
+    pseudo_curve_points: int = Field(
+        default=4, ge=0, le=100,
+        description="train pseudo labels exported at this many evenly spaced training steps (the last is the final "
+                    "step) for BESTIE Fig. 6's true positives over training; 0 = none")
 
     @model_validator(mode="after")
     def _consistent(self) -> "BestieParams":

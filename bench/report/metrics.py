@@ -1,7 +1,8 @@
 """Reading the metrics files the evaluate stage writes, and aggregating seeds.
 
 Layout: ``metrics/<slot>/<method>/<variant>/seed<k>.json`` with
-``{"metrics": {key: value}, "counts": {...}, "provenance": {...}}``.
+``{"metrics": {key: value}, "counts": {...}, "provenance": {...}}`` and, for runs that exported
+pseudo labels during training, ``"curves": {key: [[step, value], ...]}``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ class Aggregate:
     n: int
 
 
+def aggregate(values: list[Any]) -> Aggregate | None:
+    """Mean and sample std of the numbers among ``values`` (None and NaN left out); None if there are none."""
+    numbers = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not numbers:
+        return None
+    std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+    return Aggregate(statistics.fmean(numbers), std, len(numbers))
+
+
 @dataclass
 class ExperimentResult:
     slot: str
@@ -34,12 +44,16 @@ class ExperimentResult:
     per_seed: list[dict[str, Any]] = field(default_factory=list)
 
     def aggregate(self, key: str) -> Aggregate | None:
-        values = [m["metrics"].get(key) for m in self.per_seed]
-        values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if not values:
-            return None
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return Aggregate(statistics.fmean(values), std, len(values))
+        return aggregate([m["metrics"].get(key) for m in self.per_seed])
+
+    def curve(self, key: str) -> list[tuple[int, Aggregate]]:
+        """A metric recorded over training (``"curves"``): per step, its aggregate over the seeds that have it."""
+        by_step: dict[int, list[Any]] = {}
+        for m in self.per_seed:
+            for step, value in m.get("curves", {}).get(key, []):
+                by_step.setdefault(int(step), []).append(value)
+        points = [(step, aggregate(values)) for step, values in sorted(by_step.items())]
+        return [(step, agg) for step, agg in points if agg is not None]
 
     @property
     def provenance(self) -> dict[str, Any]:

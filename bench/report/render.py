@@ -1,4 +1,5 @@
-"""Render the paper tables (Reported | Reproduced | Δ), the index with claims, and sweep plots.
+"""Render the paper tables (Reported | Reproduced | Δ), the index with claims, sweep plots, and the
+figures that plot a metric over training.
 
 Tables are generated only from the specs (``reports/specs``) and the metrics files the
 evaluate stage wrote; nothing here is typed by hand.
@@ -9,13 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.report.metrics import Aggregate, ExperimentResult, load_experiment
-from bench.report.specs import PAPER_FILES, SLOT_OF, Claim, Experiment, Row, TableSpec, row_slot
+from bench.report.specs import PAPER_FILES, SLOT_OF, Claim, Experiment, FigureSpec, Row, TableSpec, row_slot
 PAPER_TITLES = {"p2seg": "P2Seg", "point2mask": "Point2Mask", "bestie": "BESTIE", "jtsm": "JTSM"}
 #: Params section holding each reproducer's switches.
 SECTION_OF = {"p2seg": "mdm", "bestie": "bestie", "point2mask": "point2mask", "jtsm": "jtsm",
@@ -262,7 +263,84 @@ def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path) -> Non
     plt.close(fig)
 
 
-def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md: str) -> str:
+@dataclass
+class FigureOutcome:
+    spec: FigureSpec
+    markdown: str
+    curves: dict[str, list[tuple[int, Aggregate]]]  # series label → (step, aggregate) by step; [] = pending
+
+    @property
+    def series_reproduced(self) -> int:
+        return sum(bool(c) for c in self.curves.values())
+
+
+def figure_curves(spec: FigureSpec, ctx: RenderContext) -> dict[str, list[tuple[int, Aggregate]]]:
+    """Per series: the figure's metric at each recorded training step, aggregated over seeds."""
+    curves = {}
+    for series in spec.series:
+        e = series.reproduce
+        result = load_experiment(SLOT_OF[e.dataset or spec.reproduced_on], e.method, e.variant, ctx.metrics_root)
+        curves[series.label] = result.curve(spec.metric) if result is not None else []
+    return curves
+
+
+def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutcome:
+    """Markdown of a figure: what the paper shows, the reproduced curves as a step × series table
+    (mean ± std over seeds), the plot (``plot``: its path relative to the markdown) and the notes."""
+    curves = figure_curves(spec, ctx)
+    title = PAPER_TITLES[spec.paper]
+    out = io.StringIO()
+    out.write(f"# {title} — Figure {spec.figure}\n\n*{spec.caption}*\n\n")
+    out.write(f"- Paper: {spec.paper_dataset} (paper text: `shared/papers/{PAPER_FILES[spec.paper]}`)\n")
+    out.write(f"- Reproduced on: slot `{SLOT_OF[spec.reproduced_on]}` = "
+              f"`{ctx.slot_datasets.get(SLOT_OF[spec.reproduced_on], '?')}` · profile `{ctx.profile}` · "
+              f"seeds {ctx.seeds} · rendered at commit `{ctx.commit}`\n")
+    out.write(f"- Metric: `{spec.metric}` ({spec.y_label}) against {spec.x_label}\n\n")
+    if ctx.profile in ("embedded", "smoke"):
+        out.write(SYNTHETIC_NOTE + "\n\n")
+    out.write(f"**The paper's figure:** {spec.reported}\n\n")
+    steps = sorted({step for c in curves.values() for step, _ in c})
+    labels = [s.label for s in spec.series]
+    out.write("| " + " | ".join([spec.x_label, *labels]) + " |\n|" + "---|" * (len(labels) + 1) + "\n")
+    for step in steps:
+        cells = [str(step)] + [_fmt_agg(dict(curves[label]).get(step), ctx.decimals) for label in labels]
+        out.write("| " + " | ".join(cells) + " |\n")
+    pending = [f"`{s.reproduce.name}`" for s in spec.series if not curves[s.label]]
+    if pending:
+        out.write(f"\nPending (no curve recorded yet): {', '.join(pending)}.\n")
+    out.write(f"\n![{title} Figure {spec.figure}]({plot})\n")
+    if spec.notes:
+        out.write("\n## Notes\n\n" + "".join(f"- {n}\n" for n in spec.notes))
+    return FigureOutcome(spec, out.getvalue(), curves)
+
+
+def plot_figure(outcome: FigureOutcome, path: Path) -> None:
+    """PNG: each series' reproduced curve (mean ± std over seeds) against the training step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = outcome.spec
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+    for label, curve in outcome.curves.items():
+        if curve:
+            ax.errorbar([s for s, _ in curve], [a.mean for _, a in curve], yerr=[a.std for _, a in curve],
+                        fmt="o-", capsize=3, label=label)
+    if outcome.series_reproduced:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "reproduction pending", transform=ax.transAxes, ha="center", color="gray")
+    ax.set_xlabel(spec.x_label)
+    ax.set_ylabel(spec.y_label)
+    ax.set_title(f"{PAPER_TITLES[spec.paper]} Figure {spec.figure} (reproduced)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md: str,
+                 figures: Sequence[FigureOutcome] = ()) -> str:
     out = io.StringIO()
     out.write("# WSIS-Bench — reproduction index\n\n")
     out.write(f"Profile `{ctx.profile}` · slots: "
@@ -287,6 +365,12 @@ def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md:
         out.write(f"| {PAPER_TITLES[s.paper]} | [{s.table}]({s.paper}/table{s.table}.md) | {caption} | "
                   f"{t.rows_total} | {t.rows_reproduced} | {t.rows_pending} | "
                   f"{c.count('held')} / {c.count('not held')} / {c.count('pending')} |\n")
+    if figures:
+        out.write("\n## Figures\n\n| Paper | Figure | Caption | Series | Reproduced |\n|---|---|---|---|---|\n")
+        for f in figures:
+            s = f.spec
+            out.write(f"| {PAPER_TITLES[s.paper]} | [{s.figure}]({s.paper}/figure{s.figure}.md) | {s.caption} | "
+                      f"{len(s.series)} | {f.series_reproduced} |\n")
     not_held_claims = [(t.spec, cl) for t in outcomes for cl, _, o in t.claims if o == "not held"]
     if not_held_claims:
         out.write("\n## Claims that do not hold on this profile\n\n")

@@ -11,8 +11,11 @@ No pipeline imports: numpy, scipy, opencv, torch, timm, tqdm (and the shared `me
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import cv2
@@ -26,9 +29,12 @@ from .losses import IGNORE_INDEX, InstanceTargets, LossWeights, OffsetLoss, best
 from .model import BestieNet
 from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
 
-__all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "build_pseudo_targets", "targets_from_instances",
-           "train_bestie",
-           "predict_outputs", "infer_instances", "refined_instances", "normalize_images"]
+log = logging.getLogger(__name__)
+
+__all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "Checkpointing", "build_pseudo_targets",
+           "targets_from_instances",
+           "train_bestie", "image_batches", "predict_outputs", "infer_instances", "refined_instances",
+           "normalize_images"]
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -297,6 +303,42 @@ class TrainBatch:
 ExtraLoss = Callable[[dict[str, torch.Tensor], TrainBatch], dict[str, torch.Tensor]]
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """Resumable training: every ``every`` steps and at the last one, the whole training state
+    (weights, optimizer, schedule, AMP scaler, the NumPy and torch RNGs, the rest of the data order)
+    is written atomically to ``path``; a run started with a checkpoint of the same ``fingerprint``
+    continues from it (a finished one just loads its weights) and ends with the weights of an
+    uninterrupted run. A checkpoint with another fingerprint (other config or data) is ignored and
+    overwritten."""
+
+    path: Path
+    fingerprint: str
+    every: int
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"checkpoint every must be >= 1 step, got {self.every}")
+
+
+def _resume(checkpointing: Checkpointing | None, iterations: int) -> dict[str, Any] | None:
+    if checkpointing is None or not checkpointing.path.is_file():
+        return None
+    state = torch.load(checkpointing.path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != checkpointing.fingerprint or not 0 < int(state.get("step", 0)) <= iterations:
+        log.warning("ignoring checkpoint %s: it belongs to another configuration or data", checkpointing.path)
+        return None
+    log.info("resuming from %s (step %d of %d)", checkpointing.path, int(state["step"]), iterations)
+    return state
+
+
+def _save(checkpointing: Checkpointing, state: dict[str, Any]) -> None:
+    checkpointing.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = checkpointing.path.with_name(checkpointing.path.name + ".tmp")
+    torch.save({"fingerprint": checkpointing.fingerprint, **state}, tmp)
+    os.replace(tmp, checkpointing.path)
+
+
 def lr_factor(step: int, config: BestieConfig) -> float:
     """Linear warm-up from ``warmup_factor`` over ``warmup_iterations`` (release), then poly
     (1 − step/iterations)^power (paper and release); ``step`` counts from 0."""
@@ -324,6 +366,9 @@ def train_bestie(
     model_factory: Callable[[], BestieNet] | None = None,
     extra_loss: ExtraLoss | None = None,
     desc: str | None = None,
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int, BestieNet], None] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> BestieNet:
     """Train BESTIE on ``samples`` (pseudo targets already built); returns the model in eval mode.
 
@@ -331,7 +376,10 @@ def train_bestie(
     called after every step (from 1). A non-finite loss raises ``FloatingPointError`` naming the step.
     Methods built on BESTIE pass a ``model_factory`` (a :class:`BestieNet` subclass, built after the
     config's seed is set), ``extra_loss`` terms (P2Seg's I2S) and a progress-bar ``desc``; the loop
-    is otherwise shared.
+    is otherwise shared. ``on_checkpoint(step, model)`` is called after each step in ``checkpoints``
+    with the model in eval mode (BESTIE Fig. 6 counts the true positives of the refined labels over
+    training); training resumes in train mode, so checkpoints never change the trained weights.
+    ``checkpointing`` saves and resumes the whole training state (:class:`Checkpointing`).
     """
     if not samples:
         raise ValueError("no training samples")
@@ -348,14 +396,25 @@ def train_bestie(
     n, bs = len(samples), min(config.batch_size, len(samples))
     order: list[int] = []
     refine_from = int(math.floor(config.refine_start * config.iterations)) + 1
+    start = 1
+    state = _resume(checkpointing, config.iterations)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        order, start = list(state["order"]), int(state["step"]) + 1
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.iterations, desc=desc or f"bestie-{config.supervision}", leave=False)
+        bar = tqdm(total=config.iterations, initial=start - 1, desc=desc or f"bestie-{config.supervision}",
+                   leave=False)
     model.train()
     with deterministic(device.type == "cpu"):
-        for step in range(1, config.iterations + 1):
+        for step in range(start, config.iterations + 1):
             if len(order) < bs:
                 order = rng.permutation(n).tolist()
             idx, order = order[:bs], order[bs:]
@@ -404,6 +463,15 @@ def train_bestie(
             if bar is not None:
                 bar.set_postfix(loss=f"{values['loss']:.3f}")
                 bar.update(1)
+            if on_checkpoint is not None and step in checkpoints:
+                model.eval()
+                on_checkpoint(step, model)
+                model.train()
+            if checkpointing is not None and (step % checkpointing.every == 0 or step == config.iterations):
+                _save(checkpointing, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                                      "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                      "order": order})
     if bar is not None:
         bar.close()
     model.eval()
@@ -415,6 +483,18 @@ def train_bestie(
 # ---------------------------------------------------------------------------------------------
 
 
+def image_batches(images: Sequence[np.ndarray], batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Consecutive runs of same-shape (H, W, 3) uint8 images, at most ``batch_size`` at a time, as
+    normalised (B, 3, H, W) tensors on ``device`` (inference batches; order kept)."""
+    k = 0
+    while k < len(images):
+        j = k
+        while j < len(images) and j - k < batch_size and images[j].shape == images[k].shape:
+            j += 1
+        yield normalize_images(torch.from_numpy(np.stack(images[k:j])).permute(0, 3, 1, 2).to(device))
+        k = j
+
+
 @torch.no_grad()
 def predict_outputs(
     model: BestieNet, images: Sequence[np.ndarray], *, flip_tta: bool = False, batch_size: int = 8
@@ -422,14 +502,7 @@ def predict_outputs(
     """Per image ``{"prob": (S, H, W) softmax, "center": (C, H, W), "offset": (2, H, W)}`` (float32);
     ``flip_tta`` averages with the horizontally flipped input (offset dx negated back)."""
     model.eval()
-    device = next(model.parameters()).device
-    k = 0
-    while k < len(images):
-        shape = images[k].shape
-        j = k
-        while j < len(images) and j - k < batch_size and images[j].shape == shape:
-            j += 1
-        x = normalize_images(torch.from_numpy(np.stack(images[k:j])).permute(0, 3, 1, 2).to(device))
+    for x in image_batches(images, batch_size, next(model.parameters()).device):
         out = model(x)
         prob, center, offset = out["semantic"].float().softmax(1), out["center"].float(), out["offset"].float()
         if flip_tta:
@@ -439,10 +512,9 @@ def predict_outputs(
             fo = f["offset"].float().flip(-1)
             fo = torch.stack([fo[:, 0], -fo[:, 1]], 1)
             offset = 0.5 * (offset + fo)
-        for i in range(j - k):
+        for i in range(len(x)):
             yield {"prob": prob[i].cpu().numpy(), "center": center[i].cpu().numpy(),
                    "offset": offset[i].cpu().numpy()}
-        k = j
 
 
 def infer_instances(outputs: dict[str, np.ndarray], thing_classes: Sequence[int], config: BestieConfig) -> list[Instance]:

@@ -41,6 +41,7 @@ components at their rounded pixel, distances and targets in their exact coordina
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -160,11 +161,14 @@ def _class_instances(
 
 
 def default_boxes(
-    shape: tuple[int, int], owned: np.ndarray, box_points: np.ndarray, points: np.ndarray,
+    shape: tuple[int, int], taken: Sequence[np.ndarray], box_points: np.ndarray, points: np.ndarray,
     point_classes: np.ndarray, side: int, stats: S2IStats | None = None,
 ) -> list[S2IInstance]:
-    """Default pseudo boxes (paper l. 82) of ``box_points``: free pixels (not ``owned``) of each box,
-    a pixel in several boxes going to the nearest of their points (ties → lowest index)."""
+    """Default pseudo boxes (paper l. 82) of ``box_points``: the pixels of each box that no mask in
+    ``taken`` holds, a pixel in several boxes going to the nearest of their points (ties → lowest index)."""
+    owned = np.zeros(shape, dtype=bool)
+    for mask in taken:
+        owned |= mask
     best = np.full(shape, np.inf)
     owner = np.full(shape, -1, dtype=np.int64)
     for p in np.sort(box_points):
@@ -238,10 +242,7 @@ def points_first_instances(
     box_points = np.concatenate(unmatched) if unmatched else np.zeros(0, np.int64)
     stats.unmatched_points = len(box_points)
     if default_box is not None and len(box_points):
-        owned = np.zeros(shape, dtype=bool)
-        for inst in found:
-            owned |= inst.mask
-        found += default_boxes(shape, owned, box_points, points, point_classes, default_box, stats)
+        found += default_boxes(shape, [i.mask for i in found], box_points, points, point_classes, default_box, stats)
     return sorted(found, key=lambda i: i.point), stats
 
 

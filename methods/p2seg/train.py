@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from methods.bestie import Instance, TransferStats
-from methods.bestie.train import (BestieConfig, ExtraLoss, Sample, TrainBatch, build_pseudo_targets, normalize_images,
-                                  predict_outputs, refined_instances, train_bestie)
+from methods.bestie.train import (BestieConfig, Checkpointing, ExtraLoss, Sample, TrainBatch, build_pseudo_targets,
+                                  image_batches, predict_outputs, refined_instances, train_bestie)
 from methods.bestie.transfer import OffsetTarget
 
 from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
@@ -166,19 +166,12 @@ def semantic_maps(model: P2SegNet, images: Sequence[np.ndarray], config: P2SegCo
     """The I2S semantic map of each image (Sec. 3.2): S = A^∘β · C on the affinity grid, bilinearly
     upsampled to the image, argmax → uint8 class indices."""
     model.eval()
-    device = next(model.parameters()).device
-    for k in range(0, len(images), batch_size):
-        chunk = images[k:k + batch_size]
-        shapes = {im.shape for im in chunk}
-        groups = [chunk] if len(shapes) == 1 else [[im] for im in chunk]
-        for group in groups:
-            x = normalize_images(torch.from_numpy(np.stack(group)).permute(0, 3, 1, 2).to(device))
-            prob, emb = model.grid_outputs(x)
-            s = refined_semantic(prob, embeddings=emb, beta=config.beta, normalize=config.affinity_normalize,
-                                 chunk_size=config.chunk_size)
-            s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
-            for m in s.argmax(1).to(torch.uint8).cpu().numpy():
-                yield m
+    for x in image_batches(images, batch_size, next(model.parameters()).device):
+        prob, emb = model.grid_outputs(x)
+        s = refined_semantic(prob, embeddings=emb, beta=config.beta, normalize=config.affinity_normalize,
+                             chunk_size=config.chunk_size)
+        s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        yield from s.argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def train_p2seg(
@@ -192,21 +185,23 @@ def train_p2seg(
     config: P2SegConfig,
     progress: bool = True,
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    checkpointing: Callable[[int, BestieConfig, list[Sample]], Checkpointing | None] | None = None,
 ) -> list[StageResult]:
     """``config.stages`` MDM stages: stage 1 trains on ``maps`` (the WSSS maps), stage k + 1 on stage
     k's I2S semantic maps (without I2S every stage re-reads ``maps``); each stage's network starts
-    from scratch with seed ``bestie.seed + stage``. ``on_step(stage, step, losses)``."""
+    from scratch with seed ``bestie.seed + stage``. ``on_step(stage, step, losses)``;
+    ``checkpointing(stage, stage_config, samples)`` gives a stage's resumable checkpoint (or None)."""
     results: list[StageResult] = []
     current = list(maps)
     for stage in range(config.stages):
         samples, stats = build_samples(images, current, points, point_classes, config)
         bestie = dataclasses.replace(config.bestie, seed=config.bestie.seed + stage)
-        stage_config = dataclasses.replace(config, bestie=bestie)
         model = train_bestie(
             samples=samples, num_semantic=num_semantic, thing_classes=thing_classes, config=bestie,
             progress=progress, on_step=None if on_step is None else (lambda step, losses, s=stage: on_step(s, step, losses)),
-            model_factory=lambda: build_model(num_semantic, len(thing_classes), stage_config),
-            extra_loss=i2s_term(config) if config.i2s else None, desc=f"p2seg stage {stage + 1}/{config.stages}")
+            model_factory=lambda: build_model(num_semantic, len(thing_classes), config),
+            extra_loss=i2s_term(config) if config.i2s else None, desc=f"p2seg stage {stage + 1}/{config.stages}",
+            checkpointing=None if checkpointing is None else checkpointing(stage, bestie, samples))
         refined = list(semantic_maps(model, images, config)) if config.i2s else None
         results.append(StageResult(model, current, stats, refined))
         if refined is not None:
@@ -230,11 +225,8 @@ def export_instances(
         found = [(inst, k) for inst, k in refined_instances(outputs, semantic, yx, cls, thing_classes, config.bestie)
                  if k is not None]
         if config.default_box is not None:
-            owned = np.zeros(semantic.shape, dtype=bool)
-            for inst, _ in found:
-                owned |= inst.mask
             missing = np.setdiff1d(np.arange(len(yx)), [k for _, k in found]).astype(np.int64)
-            for box in default_boxes(semantic.shape, owned, missing, np.asarray(yx, np.float64),
-                                     np.asarray(cls), config.default_box):
+            for box in default_boxes(semantic.shape, [inst.mask for inst, _ in found], missing,
+                                     np.asarray(yx, np.float64), np.asarray(cls), config.default_box):
                 found.append((Instance(box.mask, box.semantic_class, config.export_box_score, box.center), box.point))
         yield sorted(found, key=lambda f: f[1])
