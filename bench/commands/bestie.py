@@ -301,8 +301,8 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     for round_ in range(variant.rounds + 1):
         t0 = time.perf_counter()
         if steps and round_ == last:
-            initial = (_transfer_records(train, maps, cues, config.min_area, tag=True)[0] if round_ == 0
-                       else records(refined))
+            initial = (_transfer_records(train, maps, cues, config.min_area, tag=variant.supervision == "points")[0]
+                       if round_ == 0 else records(refined))
             write_json(inputs.partial / curve_files["step 0"], initial, indent=None)
         round_config = dataclasses.replace(config, seed=args.seed + round_)
         model = train_bestie(
