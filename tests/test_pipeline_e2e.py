@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # one work
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    run(["dvc", "repro"], repo, timeout=1800)
+    run(["dvc", "repro"], repo, timeout=3600)  # ~85 smoke stages: ~15 min alone on 2 cores, far more when shared
     return repo
 
 
