@@ -7,7 +7,7 @@ import pytest
 import yaml
 from smoke_repo import init_repo, run
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("determinism")]
+pytestmark = pytest.mark.slow
 TARGETS = ("evaluate-reference", "evaluate-wsss")  # with what they depend on: prepare, points, wsss, reference
 
 

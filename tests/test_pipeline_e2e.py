@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from smoke_repo import init_repo, run, write_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]  # one worker builds the fixture
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
