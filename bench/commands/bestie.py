@@ -28,7 +28,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,20 +209,57 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any]) ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _transfer_records(split: CanonicalSplit, maps: dict[int, np.ndarray], cues: dict[int, Cues], min_area: int,
-                      tag: bool) -> tuple[list[dict], dict[str, int]]:
-    """The training-free baseline: components with exactly one point, score 1."""
-    from methods.bestie import TransferStats, pseudo_instances
+#: A training-free rule on one image: (WSSS map, its cues) → instances as (mask, semantic index, cue
+#: index) and the rule's counts (an object with ``add`` and ``to_dict``).
+Rule = Callable[[np.ndarray, Cues], tuple[list[tuple[np.ndarray, int, int]], Any]]
 
-    dataset, total, records = split.dataset, TransferStats(), []
+
+def transfer_rule(min_area: int) -> Rule:
+    """BESTIE's semantic knowledge transfer as a rule: the components with exactly one cue."""
+    from methods.bestie import pseudo_instances
+
+    def rule(semantic: np.ndarray, cues: Cues) -> tuple[list[tuple[np.ndarray, int, int]], Any]:
+        found, stats = pseudo_instances(semantic, cues.yx, cues.classes, min_area=min_area)
+        return [(f.mask, f.semantic_class, f.cue) for f in found], stats
+
+    return rule
+
+
+def rule_records(split: CanonicalSplit, maps: dict[int, np.ndarray], cues: dict[int, Cues], rule: Rule,
+                 tag: bool) -> tuple[list[dict], dict[str, int]]:
+    """A training-free rule's instances on every image of ``split``, score 1 (tagged with the cues'
+    annotation ids when ``tag``), and its summed counts."""
+    classes, records, total = split.dataset.semantic_classes, [], None
     for image in split.images:
         c = cues[image.id]
-        found, stats = pseudo_instances(maps[image.id], c.yx, c.classes, min_area=min_area)
-        total.add(stats)
+        found, stats = rule(maps[image.id], c)
+        if total is None:
+            total = stats
+        else:
+            total.add(stats)
         records += P.instance_records(
-            image.id, [f.mask for f in found], [dataset.semantic_classes[f.semantic_class] for f in found],
-            [1.0] * len(found), point_annotation_ids=[c.annotation_ids[f.cue] for f in found] if tag else None)
-    return records, total.to_dict()
+            image.id, [m for m, _, _ in found], [classes[k] for _, k, _ in found], [1.0] * len(found),
+            point_annotation_ids=[c.annotation_ids[i] for _, _, i in found] if tag else None)
+    return records, {} if total is None else total.to_dict()
+
+
+def write_rule_outputs(args: argparse.Namespace, out: Path, inputs: MethodInputs, point_mode: str,
+                       rule: Rule) -> dict[str, dict[str, int]]:
+    """A training-free rule as a run (BESTIE's ``transfer-only``, P2Seg's ``s2i-transfer``): its
+    instances of the wsss run's maps from the points — on val (val maps and the **val** points:
+    BESTIE and P2Seg never see those) and on train (tagged with the points' annotation ids); the
+    counts per split."""
+    if not (inputs.wsss / P.SEMANTIC_DIR).is_dir():
+        raise FileNotFoundError(f"{inputs.wsss / P.SEMANTIC_DIR}: the {args.variant} variant needs the wsss run's "
+                                "val maps")
+    stats = {}
+    for split, folder, target, tag in ((inputs.val, P.SEMANTIC_DIR, P.INSTANCES, False),
+                                       (inputs.train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
+        cues = load_cues(points_file(args.dataset, split.name, point_mode), split, inputs.dataset)
+        records, stats[split.name] = rule_records(split, load_semantic_maps(inputs.wsss / folder, split), cues, rule,
+                                                  tag)
+        write_json(out / target, records, indent=None)
+    return stats
 
 
 def thing_classes(dataset: CanonicalDataset) -> list[int]:
@@ -298,11 +335,17 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     # folder, which a resumed run keeps, then copied into the run)
     curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in ([0, *steps] if steps else [])}
     refined: list[list[tuple[Any, int | None]]] = []
+    at_step: dict[int, list[list[tuple[Any, int | None]]]] = {}  # the last round's refinement per checkpoint
+
+    def export_checkpoint(step: int, model: Any) -> None:
+        at_step[step] = refine_all(model)
+        write_json(inputs.partial / curve_files[f"step {step}"], records(at_step[step]), indent=None)
+
     for round_ in range(variant.rounds + 1):
         t0 = time.perf_counter()
         if steps and round_ == last:
-            initial = (_transfer_records(train, maps, cues, config.min_area, tag=variant.supervision == "points")[0]
-                       if round_ == 0 else records(refined))
+            initial = (rule_records(train, maps, cues, transfer_rule(config.min_area),
+                                    tag=variant.supervision == "points")[0] if round_ == 0 else records(refined))
             write_json(inputs.partial / curve_files["step 0"], initial, indent=None)
         round_config = dataclasses.replace(config, seed=args.seed + round_)
         model = train_bestie(
@@ -310,13 +353,13 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
             on_step=lambda step, losses, r=round_: ctx.run.log_metrics(
                 {f"train.r{r}.{k}": v for k, v in losses.items()}, step=step),
             checkpoints=steps if round_ == last else (),
-            on_checkpoint=lambda step, m: write_json(inputs.partial / curve_files[f"step {step}"],
-                                                     records(refine_all(m)), indent=None),
+            on_checkpoint=export_checkpoint,
             checkpointing=inputs.checkpointing(f"round{round_}", round_config, sample_arrays(samples)))
         seconds = time.perf_counter() - t0
         info["rounds"].append({"train_seconds": round(seconds, 2), "steps": config.iterations,
                                "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
-        refined = refine_all(model)
+        # the final checkpoint already refined the final model (not when a finished checkpoint was resumed)
+        refined = at_step[config.iterations] if round_ == last and config.iterations in at_step else refine_all(model)
         if round_ < last:  # Table 5: the refined labels become the next round's pseudo labels
             samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
                 maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],
@@ -354,17 +397,8 @@ def _label_center(instance: Any, config: Any) -> tuple[float, float]:
 
 
 def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, inputs: MethodInputs) -> None:
-    p, wsss = ctx.params.bestie, inputs.wsss
-    if not (wsss / P.SEMANTIC_DIR).is_dir():
-        raise FileNotFoundError(f"{wsss / P.SEMANTIC_DIR}: the transfer-only baseline needs the wsss run's val maps")
-    stats = {}
-    for split, folder, target, tag in ((inputs.val, P.SEMANTIC_DIR, P.INSTANCES, False),
-                                       (inputs.train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
-        cues = load_cues(points_file(args.dataset, split.name, p.point_mode), split, inputs.dataset)
-        records, stats[split.name] = _transfer_records(split, load_semantic_maps(wsss / folder, split), cues,
-                                                       p.min_area, tag)
-        write_json(out / target, records, indent=None)
-    inputs.info["transfer"] = stats
+    p = ctx.params.bestie
+    inputs.info["transfer"] = write_rule_outputs(args, out, inputs, p.point_mode, transfer_rule(p.min_area))
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:

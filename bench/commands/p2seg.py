@@ -33,7 +33,7 @@ import numpy as np
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.commands.bestie import (MethodInputs, load_cues, load_semantic_maps, make_config, method_stage,
-                                   predict_val, pseudo_records, sample_arrays, thing_classes)
+                                   predict_val, pseudo_records, sample_arrays, thing_classes, write_rule_outputs)
 from bench.io import write_json
 from bench.paths import canonical_dir, points_file
 from bench.registry import Registry
@@ -153,34 +153,20 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
                             if s["i2s_train_miou"] is not None}})
 
 
-def _run_transfer(args: argparse.Namespace, ctx: Any, out: Path, inputs: MethodInputs) -> None:
-    """Training-free S2I (Table 6's "points first" rule on its own, the counterpart of BESTIE's
-    ``transfer-only``): the points-first instances of the WSSS maps, score 1 — on train (tagged with
-    the points' annotation ids) and on val (from the val maps and the **val** points)."""
-    from methods.p2seg.s2i import S2IStats, points_first_instances
+def s2i_rule(params: Any) -> Any:
+    """P2Seg's S2I as a training-free rule (Table 6's "points first" on its own, the counterpart of
+    BESTIE's transfer): the points-first instances, default boxes as in training."""
+    from methods.p2seg.s2i import points_first_instances
 
-    dataset, wsss, info = inputs.dataset, inputs.wsss, inputs.info
-    if not (wsss / P.SEMANTIC_DIR).is_dir():
-        raise FileNotFoundError(f"{wsss / P.SEMANTIC_DIR}: the s2i-transfer variant needs the wsss run's val maps")
-    m, b = ctx.params.mdm, ctx.params.bestie
+    m, b = params.mdm, params.bestie
     box = m.default_box if m.default_box_in_training else None
-    stats = {}
-    for split, folder, target, tag in ((inputs.val, P.SEMANTIC_DIR, P.INSTANCES, False),
-                                       (inputs.train, P.TRAIN_SEMANTIC_DIR, P.PSEUDO, True)):
-        cues = load_cues(points_file(args.dataset, split.name, b.point_mode), split, dataset)
-        maps = load_semantic_maps(wsss / folder, split)
-        total, records = S2IStats(), []
-        for image in split.images:
-            c = cues[image.id]
-            found, s = points_first_instances(maps[image.id], c.yx, c.classes, min_area=b.min_area,
+
+    def rule(semantic: np.ndarray, cues: Any) -> tuple[list[tuple[np.ndarray, int, int]], Any]:
+        found, stats = points_first_instances(semantic, cues.yx, cues.classes, min_area=b.min_area,
                                               single_point_target=m.single_point_target, default_box=box)
-            total.add(s)
-            records += P.instance_records(
-                image.id, [f.mask for f in found], [dataset.semantic_classes[f.semantic_class] for f in found],
-                [1.0] * len(found), point_annotation_ids=[c.annotation_ids[f.point] for f in found] if tag else None)
-        write_json(out / target, records, indent=None)
-        stats[split.name] = total.to_dict()
-    info["s2i"] = stats
+        return [(f.mask, f.semantic_class, f.point) for f in found], stats
+
+    return rule
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +186,8 @@ def _handle(args: argparse.Namespace) -> int:
         if variant.training:
             _run(args, ctx, variant, out, inputs)
         else:
-            _run_transfer(args, ctx, out, inputs)
+            inputs.info["s2i"] = write_rule_outputs(args, out, inputs, ctx.params.bestie.point_mode,
+                                                    s2i_rule(ctx.params))
     return 0
 
 
