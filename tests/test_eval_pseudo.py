@@ -105,6 +105,17 @@ def test_untagged_masks_and_tags_without_point_are_counted():
     assert m["pseudo.mean_iou"] == 0.0 and m["pseudo.tp50"] == 2
 
 
+def test_labels_without_any_tag_have_no_instance_counts_but_true_positives():
+    # image-level labels (no point_annotation_id anywhere): A is an exact copy (TP), the B-half is 15/25 = .6
+    # of B (TP); there is no pointed-instance correspondence, so n_iou* and mean_iou are NaN, not 0
+    ev = PseudoLabelEvaluator(gt(), points=points(11, 12))
+    ev.process(1, [pseudo(A, None), pseudo(rect(0, 5, 5, 8), None)])
+    m = ev.summarize()
+    assert all(np.isnan(m[k]) for k in ("pseudo.n_iou50", "pseudo.n_iou70", "pseudo.n_iou90", "pseudo.mean_iou"))
+    assert m["pseudo.tp50"] == 2 and ev.counts()["pseudo.untagged_masks"] == 2
+    assert any("point_annotation_id" in n for n in ev.notes())
+
+
 @pytest.mark.parametrize("tag, message", [(99, "point_annotation_id 99 is not an annotation"),
                                           (21, "point_annotation_id 21 belongs to image 2")])
 def test_tags_naming_no_or_another_images_instance_are_errors(tag, message):

@@ -12,7 +12,7 @@ or PAM peaks (``<wsss run>/train_peaks.json``: the points format plus ``score``;
 
 Variants (table rows; one code path, options only — see :data:`VARIANTS` and docs/bestie.md):
 ``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T4), ``abl-*`` (T3, T6),
-``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``alpha-*`` (T7), ``pam-*`` (T8) and the
+``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``pam-alpha-*`` (T7), ``pam-*`` (T8) and the
 training-free ``transfer-only`` baseline (the WSSS components with exactly one point, on train and
 val, no network).
 """
@@ -83,8 +83,9 @@ VARIANTS.add("abl-pam-iag-refine", Variant(**_IMAGE, options={"cluster": None}, 
 VARIANTS.add("abl-pam-refine", Variant(**_IMAGE, options={"iag": False}, rows="T6 row 4"))
 VARIANTS.add("iter-1", Variant(**_IMAGE, rounds=1, rows="T5 iters=1"))
 VARIANTS.add("iter-2", Variant(**_IMAGE, rounds=2, rows="T5 iters=2"))
+# T7 / T8: the image setting with the peaks of the wsss run of the same name (PAM α, PAM layers)
 for _alpha in ("0.3", "0.5"):
-    VARIANTS.add(f"alpha-{_alpha}", Variant(**{**_IMAGE, "peaks": f"pam-alpha-{_alpha}/seed0"}, rows="T7"))
+    VARIANTS.add(f"pam-alpha-{_alpha}", Variant(**{**_IMAGE, "peaks": f"pam-alpha-{_alpha}/seed0"}, rows="T7"))
 VARIANTS.add("pam-off", Variant(**{**_IMAGE, "peaks": "cam/seed0"}, rows="T8 no PAM"))
 for _layers in ("l4", "l5", "l4-l5", "l5-l6", "l4-l5-l6", "l4-l6"):
     VARIANTS.add(f"pam-{_layers}", Variant(**{**_IMAGE, "peaks": f"pam-{_layers}/seed0"}, rows="T8"))

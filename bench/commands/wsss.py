@@ -190,12 +190,12 @@ def _cam(job: WsssJob, options: dict[str, Any]) -> None:
     from methods.wsss.cam import CamConfig, cam_peaks, iter_cams, semantic_from_cam, train_cam
 
     p = job.params.cam
-    config = CamConfig(
-        pam_alpha=p.pam_alpha, pam_layers=p.pam_layers, backbone=p.backbone, feature_index=p.feature_index,
-        output_stride=p.output_stride, extra_convs=p.extra_convs, extra_channels=p.extra_channels,
-        input_size=p.input_size, iterations=p.iterations, batch_size=p.batch_size, optimizer=p.optimizer, lr=p.lr,
-        weight_decay=p.weight_decay, seed=job.seed, **options,
-    )
+    config = CamConfig(**{
+        "pam_alpha": p.pam_alpha, "pam_layers": p.pam_layers, "backbone": p.backbone,
+        "feature_index": p.feature_index, "output_stride": p.output_stride, "extra_convs": p.extra_convs,
+        "extra_channels": p.extra_channels, "input_size": p.input_size, "iterations": p.iterations,
+        "batch_size": p.batch_size, "optimizer": p.optimizer, "lr": p.lr, "weight_decay": p.weight_decay,
+        "seed": job.seed, **options})  # a variant's options override the params (BESTIE Tables 7, 8)
     thing_ids = list(job.dataset.thing_ids)
     if not thing_ids:
         raise ValueError(f"{job.dataset.root}: the cam / pam modes need thing classes; the dataset has none")
@@ -247,6 +247,12 @@ VARIANTS.add("points-partial-rgb", Variant(_points, {"use_lab": False, "use_rgb"
 VARIANTS.add("points-all", Variant(_points, {"use_lab": True, "use_rgb": True}))
 VARIANTS.add("cam", Variant(_cam, {"use_pam": False}))
 VARIANTS.add("pam", Variant(_cam, {"use_pam": True}))
+# BESTIE Table 7 (the PAM controller α) and Table 8 (PAM on the last two / all three extra convs =
+# layers 5-6 / 4-6 of the release's classifier): peaks for the bestie variants of the same name
+for _alpha in (0.3, 0.5):
+    VARIANTS.add(f"pam-alpha-{_alpha}", Variant(_cam, {"use_pam": True, "pam_alpha": _alpha}))
+VARIANTS.add("pam-l5-l6", Variant(_cam, {"use_pam": True, "pam_layers": 2}))
+VARIANTS.add("pam-l4-l5-l6", Variant(_cam, {"use_pam": True, "pam_layers": 3}))
 
 
 def validate_external_maps(split: CanonicalSplit, folder: Path) -> None:

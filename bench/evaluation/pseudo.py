@@ -18,6 +18,10 @@ Counted, never silent: masks without a tag (``pseudo.untagged_masks``; they only
 tags naming a GT instance that has no point (``pseudo.tags_without_point``), tags whose category
 differs from the instance's (``pseudo.tag_category_mismatch``). A tag that names no GT annotation,
 or one of another image, is an error.
+
+Labels that carry no tag at all (BESTIE's image-level setting: instances come from predicted
+centres, not from a point) have no instance-to-mask correspondence: ``n_iou*`` and ``mean_iou`` are
+then NaN (not measured, with a note), and ``tp50`` is their measure.
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ class PseudoLabelEvaluator(Evaluator):
             if tag is None:
                 self._counts["pseudo.untagged_masks"] += 1
                 continue
+            self._counts["pseudo.tagged_masks"] += 1
             ann = self.gt.annotation_by_id.get(tag) if isinstance(tag, int) and not isinstance(tag, bool) else None
             if ann is None:
                 raise EvaluationError(f"pseudo labels, record {r.get('index')} (image_id={image_id}): "
@@ -169,7 +174,11 @@ class PseudoLabelEvaluator(Evaluator):
         self._counts["pseudo.images_with_points_not_processed"] = not_processed
         arr = np.array(ious, dtype=np.float64)
         out = {f"pseudo.n_iou{round(100 * t)}": float(np.sum(arr > t)) for t in THRESHOLDS}
-        if arr.size:
+        if self._counts["pseudo.untagged_masks"] and not self._counts["pseudo.tagged_masks"]:
+            out = {key: float("nan") for key in (*out, "pseudo.mean_iou")}
+            self._note("pseudo: no mask carries a point_annotation_id (image-level labels): the per-instance "
+                       "IoU counts and mean_iou are not defined (NaN); pseudo.tp50 measures these labels")
+        elif arr.size:
             out["pseudo.mean_iou"] = float(arr.mean()) * 100
         else:
             out["pseudo.mean_iou"] = float("nan")

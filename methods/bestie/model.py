@@ -12,8 +12,8 @@ level and concatenated — the release's HRNet-W48 fusion of all branches at str
 All outputs are bilinearly upsampled to the input size. The last convs of the centre and offset
 heads start at zero (a harness choice for training from random weights: with PyTorch's default
 init the ×200 centre term starts ~100× above its minimum and, through Adam's second-moment memory,
-keeps the head from learning in a short schedule — docs/bestie.md; val mAP50 6.5 → 16.8). The embedded profile uses ``resnet18``
-levels 1–3 (strides 4, 8, 16).
+keeps the head from learning in a short schedule — docs/bestie.md; val mAP50 6.5 → 16.8). The embedded profile uses
+``regnetx_002`` levels 1–3 (strides 4, 8, 16).
 """
 
 from __future__ import annotations
