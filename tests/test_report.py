@@ -189,10 +189,18 @@ def test_a_figure_tabulates_each_series_per_step_with_mean_and_std_over_seeds(tm
     _curve(tmp_path, "image", 1, [[50, 14], [100, 20]])
     shown = render_figure(FigureSpec.model_validate(FIGURE), _ctx(tmp_path), plot="../plots/x.png")
     assert [(s, a.mean) for s, a in shown.curves["refined"]] == [(50, 12.0), (100, 20.0)]
-    assert "| 50 | 12.0 ± 2.8 | – |" in shown.markdown  # sample std of (10, 14) = 2.83
-    assert "| 100 | 20.0 ± 0.0 | – |" in shown.markdown
+    assert "| 50 | 12 ± 2.8 | – |" in shown.markdown  # a count: whole means without decimals; std of (10, 14) = 2.83
+    assert "| 100 | 20 ± 0.0 | – |" in shown.markdown
     assert "Pending (no curve recorded yet): `bestie/abl-pam-iag`." in shown.markdown
     assert shown.series_reproduced == 1 and "![BESTIE Figure 6](../plots/x.png)" in shown.markdown
+
+
+def test_counts_print_without_decimals_when_whole_other_metrics_keep_them():
+    from bench.report.render import _fmt
+
+    assert _fmt(2.0, 1, "pseudo.tp50") == "2" and _fmt(5782.0, 1, "pseudo.n_iou50") == "5782"
+    assert _fmt(12.5, 1, "pseudo.tp50") == "12.5"  # a mean over seeds need not be whole
+    assert _fmt(100.0, 1, "voc.mAP50") == "100.0" and _fmt(float("nan"), 1, "pseudo.n_iou50") == "–"
 
 
 def test_the_index_lists_figures_with_their_reproduced_series(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.metrics import Aggregate, ExperimentResult, load_experiment
-from bench.report.specs import PAPER_FILES, SLOT_OF, Claim, Experiment, FigureSpec, Row, TableSpec, row_slot
+from bench.report.specs import COUNT_KEYS, PAPER_FILES, SLOT_OF, Claim, Experiment, FigureSpec, Row, TableSpec, row_slot
 PAPER_TITLES = {"p2seg": "P2Seg", "point2mask": "Point2Mask", "bestie": "BESTIE", "jtsm": "JTSM"}
 #: Params section holding each reproducer's switches.
 SECTION_OF = {"p2seg": "mdm", "bestie": "bestie", "point2mask": "point2mask", "jtsm": "jtsm",
@@ -52,18 +52,19 @@ class RenderContext:
         return node
 
 
-def _fmt(value: float | None, decimals: int) -> str:
+def _fmt(value: float | None, decimals: int, key: str = "") -> str:
+    """A cell: "–" for none / NaN; a whole count (``key`` in :data:`COUNT_KEYS`) without decimals."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if float(value).is_integer() and abs(value) >= 100 and decimals <= 1:
+    if key in COUNT_KEYS and float(value).is_integer():
         return f"{value:.0f}"
     return f"{value:.{decimals}f}"
 
 
-def _fmt_agg(agg: Aggregate | None, decimals: int) -> str:
+def _fmt_agg(agg: Aggregate | None, decimals: int, key: str = "") -> str:
     if agg is None:
         return "–"
-    text = _fmt(agg.mean, decimals)
+    text = _fmt(agg.mean, decimals, key)
     return f"{text} ± {_fmt(agg.std, decimals)}" if agg.n > 1 else text
 
 
@@ -163,7 +164,7 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
             rep = row.reported.get(col.key)
             agg = result.aggregate(col.key)
             delta = None if rep is None or agg is None else agg.mean - rep
-            cells += [_fmt(rep, ctx.decimals), _fmt_agg(agg, ctx.decimals),
+            cells += [_fmt(rep, ctx.decimals, col.key), _fmt_agg(agg, ctx.decimals, col.key),
                       "" if delta is None else f"{delta:+.{ctx.decimals}f}"]
         cells.append(status)
         out.write("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
@@ -303,7 +304,7 @@ def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutc
     labels = [s.label for s in spec.series]
     out.write("| " + " | ".join([spec.x_label, *labels]) + " |\n|" + "---|" * (len(labels) + 1) + "\n")
     for step in steps:
-        cells = [str(step)] + [_fmt_agg(dict(curves[label]).get(step), ctx.decimals) for label in labels]
+        cells = [str(step)] + [_fmt_agg(dict(curves[label]).get(step), ctx.decimals, spec.metric) for label in labels]
         out.write("| " + " | ".join(cells) + " |\n")
     pending = [f"`{s.reproduce.name}`" for s in spec.series if not curves[s.label]]
     if pending:

@@ -33,6 +33,8 @@ METRIC_KEYS = (
     "pseudo.n_iou50", "pseudo.n_iou70", "pseudo.n_iou90", "pseudo.mean_iou", "pseudo.tp50",
     "wsod.AP50", "wsod.AP50_07", "wsod.CorLoc",
 )
+#: The metric keys that count things (instances, masks): printed without decimals when whole.
+COUNT_KEYS = ("pseudo.n_iou50", "pseudo.n_iou70", "pseudo.n_iou90", "pseudo.tp50")
 EMBEDDED_DATASETS = ("synth-voc", "synth-coco")
 #: Embedded dataset of a spec → the pipeline slot that holds it in every profile.
 SLOT_OF = {"synth-voc": "voc", "synth-coco": "coco"}
