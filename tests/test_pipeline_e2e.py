@@ -43,6 +43,17 @@ def test_bestie_figure_6_shows_a_true_positive_curve_per_series(pipeline):
     assert not (pipeline / "runs" / "voc" / "bestie" / "points" / "seed0.partial").exists()
 
 
+def test_the_val_clean_row_is_the_points_network_inferred_with_the_val_points(pipeline):
+    """bestie/points-val-clean trains exactly as bestie/points (same train labels, byte for byte) and only
+    its val inference differs (release --val_clean: grouped to the val points)."""
+    runs = pipeline / "runs" / "voc" / "bestie"
+    assert (runs / "points-val-clean/seed0/train_pseudo.json").read_bytes() == \
+        (runs / "points/seed0/train_pseudo.json").read_bytes()
+    info = json.loads((runs / "points-val-clean/seed0/run.json").read_text())
+    assert info["config"]["val_clean"] is True
+    assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-val-clean/seed0.json").read_text())["metrics"]
+
+
 def test_ground_truth_row_reads_100_on_every_metric(pipeline):
     assert "**Self-check: PASS**" in (pipeline / "reports" / "index.md").read_text()
     for slot in ("voc", "coco"):

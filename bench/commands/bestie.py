@@ -71,6 +71,9 @@ VARIANTS: Registry[Variant] = Registry("bestie variant")
 _IMAGE = dict(supervision="image", wsss="cam/seed0", peaks="pam/seed0")
 VARIANTS.add("points", Variant("points", rows="T1/T2 point rows (and p2seg bestie† via the segmentor)"))
 VARIANTS.add("transfer-only", Variant("transfer", rows="training-free baseline: WSSS components with one point"))
+VARIANTS.add("points-val-clean", Variant("points", options={"val_clean": True},
+                                         rows="the point setting inferred with the val points (release --val_clean): "
+                                              "like for like with transfer-only"))
 VARIANTS.add("image", Variant(**_IMAGE, rows="T1/T2 image rows; T3 full; T4 PMM stand-in; T5 iters=0; T6; T7 α=0.7; T8"))
 VARIANTS.add("wsss-gt", Variant(**{**_IMAGE, "wsss": "oracle/seed0"}, rows="T4 ground truth"))
 VARIANTS.add("wsss-singlestage", Variant(**{**_IMAGE, "wsss": "singlestage"}, rows="T4 SingleStage (external maps)"))
@@ -200,7 +203,8 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any]) ->
         loss_weights=LossWeights(p.lambda_center, p.lambda_offset, p.lambda_semantic), combine=p.loss_combine,
         hard_pixel_ratio=p.hard_pixel_ratio if p.semantic_loss == "hard-pixel" else None,
         infer_threshold=p.infer_threshold,
-        flip_tta=p.flip_tta == "all" or (p.flip_tta == "points" and supervision == "points"), seed=seed,
+        flip_tta=p.flip_tta == "all" or (p.flip_tta == "points" and supervision == "points"), val_clean=p.val_clean,
+        seed=seed,
     )
     return dataclasses.replace(config, **options)
 
@@ -281,16 +285,27 @@ def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
         yield from (sample.image, sample.semantic, t.instance_map, t.centers, t.classes, t.cues, t.cue_classes)
 
 
-def predict_val(model: Any, val: CanonicalSplit, things: list[int], config: Any, desc: str) -> list[dict]:
-    """Inference on the val split (Sec. 3.2 of BESTIE; P2Seg infers the same way): instance records."""
+def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any, desc: str) -> list[dict]:
+    """Inference on the val split (Sec. 3.2 of BESTIE; P2Seg infers the same way): instance records.
+    With ``config.val_clean`` (release ``--val_clean``) it reads the val image labels and, in the point
+    setting, the val points (``data/points/<slot>/<val>_<point_mode>.json``)."""
     from methods.bestie.train import infer_instances, predict_outputs
 
-    classes = val.dataset.semantic_classes
+    val = inputs.val
+    classes, dataset = val.dataset.semantic_classes, val.dataset
     images = [val.load_image(im.id) for im in val.images]
+    present: dict[int, list[int]] = {}
+    points: dict[int, Cues] = {}
+    if config.val_clean:
+        present = {im.id: [dataset.semantic_index(c) for c in val.image_labels.get(im.id, [])] for im in val.images}
+        if config.supervision == "points":
+            points = load_cues(points_file(inputs.info["dataset"], val.name, inputs.info["points_mode"]), val, dataset)
     records: list[dict] = []
     for im, outputs in tqdm(zip(val.images, predict_outputs(model, images, flip_tta=config.flip_tta)),
                             total=len(images), desc=desc, unit="img", leave=False):
-        found = infer_instances(outputs, things, config)
+        cues = points.get(im.id)
+        found = infer_instances(outputs, things, config, present=present.get(im.id),
+                                points=None if cues is None else (cues.yx, cues.classes))
         records += P.instance_records(im.id, [f.mask for f in found], [classes[f.cls] for f in found],
                                       [f.score for f in found])
     return records
@@ -371,7 +386,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     info["pseudo_curve"] = curve_files
     pseudo = records(refined)
     t0 = time.perf_counter()
-    val_records = predict_val(model, inputs.val, things, config, desc="bestie val")
+    val_records = predict_val(model, inputs, things, config, desc="bestie val")
     info["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)

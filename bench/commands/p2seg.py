@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
     for image_id, found in zip(ids, export_instances(stages[-1], images, points, classes, things, config)):
         pseudo += pseudo_records(image_id, found, dataset.semantic_classes, cues[image_id].annotation_ids)
     t0 = time.perf_counter()
-    val_records = predict_val(stages[-1].model, inputs.val, things, config.bestie, desc="p2seg val")
+    val_records = predict_val(stages[-1].model, inputs, things, config.bestie, desc="p2seg val")
     info["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)

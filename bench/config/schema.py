@@ -237,6 +237,14 @@ class BestieParams(Section):
     flip_tta: Literal["none", "points", "all"] = Field(
         default="points", description="horizontal-flip test-time augmentation: never, point setting only, always",
         json_schema_extra={"switch": "paper silent; release: flip TTA in the point setting (points)"})
+    val_clean: bool = Field(
+        default=False,
+        description="val inference reads val annotations: the probabilities of classes absent from the image's "
+                    "image-level labels are zeroed and, in the point setting, each class's semantic foreground is "
+                    "grouped to the image's val points by the offsets instead of detecting centres (BESTIE never "
+                    "sees these at test time; the transfer-only baseline reads the same val points)",
+        json_schema_extra={"switch": "paper silent; release: --val_clean, False in its scripts (true: "
+                                     "get_ins_map_with_point in the point setting)"})
     checkpoint_every: int = Field(
         default=100, ge=0,
         description="resumable training checkpoint every N steps (BESTIE and P2Seg stages; 0 = none): re-running an "

@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -93,6 +93,7 @@ class BestieConfig:
     # inference
     infer_threshold: float = 0.1
     flip_tta: bool = False
+    val_clean: bool = False  # release --val_clean: inference reads the image labels (and points) of the image
     # runtime
     seed: int = 0
     amp: bool = True
@@ -517,9 +518,50 @@ def predict_outputs(
                    "offset": offset[i].cpu().numpy()}
 
 
-def infer_instances(outputs: dict[str, np.ndarray], thing_classes: Sequence[int], config: BestieConfig) -> list[Instance]:
+def clean_probabilities(prob: np.ndarray, thing_classes: Sequence[int], present: Iterable[int]) -> np.ndarray:
+    """The release's ``val_clean``: class probabilities ``prob`` (S, H, W) with the channels of the thing
+    classes (semantic indices) absent from the image-level labels ``present`` set to 0; background and
+    stuff channels are kept (the release multiplies its C thing channels by the one-hot label)."""
+    keep = set(int(c) for c in present)
+    out = prob.copy()
+    out[[c for c in thing_classes if int(c) not in keep]] = 0.0
+    return out
+
+
+def point_instances(
+    outputs: dict[str, np.ndarray], semantic: np.ndarray, points_yx: np.ndarray, point_classes: np.ndarray,
+) -> list[tuple[Instance, int]]:
+    """The foreground of ``semantic`` grouped to the points of its class by the predicted offsets (Eq. 1),
+    one instance per point that receives pixels, score = its mean class probability, with the point's
+    index: the point-setting refinement (Sec. 4.3) and the release's ``get_ins_map_with_point``."""
+    grouped = group_to_points(outputs["offset"], semantic, points_yx, point_classes)
+    out: list[tuple[Instance, int]] = []
+    for k in range(len(points_yx)):
+        m = grouped == k + 1
+        if m.any():
+            cls = int(point_classes[k])
+            out.append((Instance(m, cls, float(outputs["prob"][cls][m].mean()),
+                                 (float(points_yx[k][0]), float(points_yx[k][1]))), k))
+    return out
+
+
+def infer_instances(
+    outputs: dict[str, np.ndarray], thing_classes: Sequence[int], config: BestieConfig, *,
+    present: Iterable[int] | None = None, points: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Instance]:
     """Inference (Sec. 3.2): argmax semantic → components ≥ ``min_area`` → centres (threshold
-    ``infer_threshold``, NMS) + clustering → Eq. (1); a component without a centre is one instance."""
+    ``infer_threshold``, NMS) + clustering → Eq. (1); a component without a centre is one instance.
+
+    With ``config.val_clean`` (release ``--val_clean``) the image's own annotations are read: the
+    probabilities are cleaned with its image-level labels ``present`` (:func:`clean_probabilities`) and,
+    in the point setting, its ``points`` = (yx, semantic classes) replace the centres
+    (:func:`point_instances` on the cleaned argmax)."""
+    if config.val_clean:
+        if present is None or (config.supervision == "points" and points is None):
+            raise ValueError("val_clean inference needs the image-level labels (and, in the point setting, the points)")
+        outputs = {**outputs, "prob": clean_probabilities(outputs["prob"], thing_classes, present)}
+        if config.supervision == "points":
+            return [found for found, _ in point_instances(outputs, outputs["prob"].argmax(0), *points)]
     semantic = outputs["prob"].argmax(0)
     return segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"],
                              np.asarray(thing_classes), threshold=config.infer_threshold, nms_kernel=config.nms_kernel,
@@ -533,19 +575,11 @@ def refined_instances(
 ) -> list[tuple[Instance, int | None]]:
     """The final refined labels of a training image (the exported pseudo labels), with the index of
     the cue each came from (None in the image setting): point setting — the WSSS foreground grouped
-    to the GT points by the predicted offsets, score = mean class probability; image setting — the
+    to the GT points by the predicted offsets (:func:`point_instances`); image setting — the
     image-setting refinement (centres > ``refine_threshold``, ≤ ``refine_max_per_component`` per
     component, clustering), score = centre score × mean class probability."""
     if config.supervision == "points":
-        grouped = group_to_points(outputs["offset"], semantic, cues_yx, cue_classes)
-        out: list[tuple[Instance, int | None]] = []
-        for k in range(len(cues_yx)):
-            m = grouped == k + 1
-            if m.any():
-                cls = int(cue_classes[k])
-                out.append((Instance(m, cls, float(outputs["prob"][cls][m].mean()),
-                                     (float(cues_yx[k][0]), float(cues_yx[k][1]))), k))
-        return out
+        return list(point_instances(outputs, semantic, cues_yx, cue_classes))
     found = segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"], np.asarray(thing_classes),
                               threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
                               min_area=config.min_area, cluster=config.cluster,

@@ -1,0 +1,64 @@
+"""BESTIE inference with the release's ``val_clean`` (image-label cleaning; grouping to the val points)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from methods.bestie.train import BestieConfig, clean_probabilities, infer_instances
+
+THINGS = [1, 2]  # semantic indices of the thing classes; 0 = background
+CONFIG = BestieConfig(supervision="points", min_area=1, nms_kernel=3, cluster=None, val_clean=True)
+
+
+def _outputs(prob: np.ndarray) -> dict[str, np.ndarray]:
+    """Zero centres and zero offsets: every pixel votes for itself (Eq. 1 = nearest point)."""
+    _, h, w = prob.shape
+    return {"prob": prob.astype(np.float32), "center": np.zeros((len(THINGS), h, w), np.float32),
+            "offset": np.zeros((2, h, w), np.float32)}
+
+
+def test_cleaning_zeroes_only_the_thing_classes_absent_from_the_image_labels():
+    prob = np.stack([np.full((2, 2), 0.2), np.full((2, 2), 0.3), np.full((2, 2), 0.5)])
+    cleaned = clean_probabilities(prob, THINGS, present=[1])
+    assert np.array_equal(cleaned[2], np.zeros((2, 2))) and np.array_equal(cleaned[:2], prob[:2])
+    assert np.array_equal(prob[2], np.full((2, 2), 0.5))  # the input is left alone
+
+
+def test_points_split_a_class_strip_between_them_by_eq1_with_mean_probability_scores():
+    # a 1×6 strip of class 1 (prob .9, background .1); points at x = 0 and x = 5: with zero offsets the
+    # left three pixels join the first point, the right three the second; score = mean class prob = .9
+    prob = np.zeros((3, 1, 6))
+    prob[0], prob[1] = 0.1, 0.9
+    points = (np.array([[0, 0], [0, 5]]), np.array([1, 1]))
+    found = infer_instances(_outputs(prob), THINGS, CONFIG, present=[1], points=points)
+    assert [f.mask[0].nonzero()[0].tolist() for f in found] == [[0, 1, 2], [3, 4, 5]]
+    assert [f.cls for f in found] == [1, 1] and [f.score for f in found] == pytest.approx([0.9, 0.9])
+
+
+def test_cleaning_moves_pixels_of_an_absent_class_to_the_next_best():
+    # the right half argmaxes to class 2 (.6 vs .3), which the image labels do not list: cleaned, it is
+    # class 1 (.3 > background .1) and joins class 1's single point; the absent class gets no instance
+    prob = np.zeros((3, 1, 4))
+    prob[0] = 0.1
+    prob[1] = [0.9, 0.9, 0.3, 0.3]
+    prob[2] = [0.0, 0.0, 0.6, 0.6]
+    points = (np.array([[0, 0]]), np.array([1]))
+    found = infer_instances(_outputs(prob), THINGS, CONFIG, present=[1], points=points)
+    assert len(found) == 1 and found[0].mask[0].tolist() == [True] * 4
+    assert found[0].score == pytest.approx((0.9 + 0.9 + 0.3 + 0.3) / 4)
+
+
+def test_without_val_clean_the_centres_decide_and_the_points_are_not_needed():
+    prob = np.zeros((3, 1, 6))
+    prob[0], prob[1] = 0.1, 0.9
+    found = infer_instances(_outputs(prob), THINGS, replace(CONFIG, val_clean=False))
+    assert len(found) == 1 and found[0].mask.sum() == 6  # no centre: the component is one instance
+
+
+def test_val_clean_without_the_image_annotations_is_an_error():
+    prob = np.zeros((3, 1, 2))
+    with pytest.raises(ValueError, match="image-level labels"):
+        infer_instances(_outputs(prob), THINGS, CONFIG, present=[1])  # point setting, no points
