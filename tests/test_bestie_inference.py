@@ -58,7 +58,25 @@ def test_without_val_clean_the_centres_decide_and_the_points_are_not_needed():
     assert len(found) == 1 and found[0].mask.sum() == 6  # no centre: the component is one instance
 
 
-def test_val_clean_without_the_image_annotations_is_an_error():
+def test_image_setting_cleans_then_detects_centres():
+    # class 2 wins the argmax on the right half but is absent from the labels: cleaned, the whole strip is
+    # class 1, one component; a centre peak (.5 > .1) at x = 1 makes it one instance scored .5 × mean prob
+    prob = np.zeros((3, 1, 4))
+    prob[0] = 0.1
+    prob[1] = [0.9, 0.9, 0.3, 0.3]
+    prob[2] = [0.0, 0.0, 0.6, 0.6]
+    outputs = _outputs(prob)
+    outputs["center"][0, 0, 1] = 0.5
+    found = infer_instances(outputs, THINGS, replace(CONFIG, supervision="image"), present=[1])
+    assert len(found) == 1 and found[0].cls == 1 and found[0].mask[0].tolist() == [True] * 4
+    assert found[0].score == pytest.approx(0.5 * 0.6)
+
+
+@pytest.mark.parametrize("supervision, present, points", [("points", [1], None), ("points", None, "given"),
+                                                          ("image", None, None)])
+def test_val_clean_without_the_image_annotations_is_an_error(supervision, present, points):
     prob = np.zeros((3, 1, 2))
-    with pytest.raises(ValueError, match="image-level labels"):
-        infer_instances(_outputs(prob), THINGS, CONFIG, present=[1])  # point setting, no points
+    given = (np.array([[0, 0]]), np.array([1])) if points else None
+    with pytest.raises(ValueError, match="val_clean inference needs"):
+        infer_instances(_outputs(prob), THINGS, replace(CONFIG, supervision=supervision), present=present,
+                        points=given)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    run(["dvc", "repro"], repo, timeout=3600)  # ~85 smoke stages: ~15 min alone on 2 cores, far more when shared
+    run(["dvc", "repro"], repo, timeout=3600)  # ~110 smoke stages: ~20 min alone on 2 cores, far more when shared
     return repo
 
 
@@ -51,6 +51,11 @@ def test_the_val_clean_row_is_the_points_network_inferred_with_the_val_points(pi
         (runs / "points/seed0/train_pseudo.json").read_bytes()
     info = json.loads((runs / "points-val-clean/seed0/run.json").read_text())
     assert info["config"]["val_clean"] is True
+    clean = json.loads((runs / "points-val-clean/seed0/val_instances.json").read_text())
+    assert clean != json.loads((runs / "points/seed0/val_instances.json").read_text())
+    labels = {r["image_id"]: set(r["category_ids"]) for r in json.loads(
+        (pipeline / "data/canonical/voc/val/image_labels.json").read_text())["images"]}
+    assert clean and all(r["category_id"] in labels[r["image_id"]] for r in clean)  # cleaned by the image labels
     assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-val-clean/seed0.json").read_text())["metrics"]
 
 

@@ -242,7 +242,8 @@ class BestieParams(Section):
         description="val inference reads val annotations: the probabilities of classes absent from the image's "
                     "image-level labels are zeroed and, in the point setting, each class's semantic foreground is "
                     "grouped to the image's val points by the offsets instead of detecting centres (BESTIE never "
-                    "sees these at test time; the transfer-only baseline reads the same val points)",
+                    "sees these at test time; the transfer-only baseline reads the same val points); P2Seg's val "
+                    "inference, which is BESTIE's, follows it too",
         json_schema_extra={"switch": "paper silent; release: --val_clean, False in its scripts (true: "
                                      "get_ins_map_with_point in the point setting)"})
     checkpoint_every: int = Field(
