@@ -334,6 +334,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         samples.append(Sample(images[image.id], maps[image.id], targets))
     log.info("semantic knowledge transfer: %s", stats.to_dict())
     info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
+    info["timing"]["rounds"] = []
     train_ims = [images[i.id] for i in train.images]
 
     def refine_all(model: Any) -> list[list[tuple[Any, int | None]]]:
@@ -372,8 +373,9 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
             on_checkpoint=export_checkpoint,
             checkpointing=inputs.checkpointing(f"round{round_}", round_config, sample_arrays(samples)))
         seconds = time.perf_counter() - t0
-        info["rounds"].append({"train_seconds": round(seconds, 2), "steps": config.iterations,
-                               "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
+        info["rounds"].append({"steps": config.iterations})
+        info["timing"]["rounds"].append({"train_seconds": round(seconds, 2),
+                                         "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
         # the final checkpoint already refined the final model (not when a finished checkpoint was resumed)
         refined = at_step[config.iterations] if round_ == last and config.iterations in at_step else refine_all(model)
         if round_ < last:  # Table 5: the refined labels become the next round's pseudo labels
@@ -387,7 +389,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     pseudo = records(refined)
     t0 = time.perf_counter()
     val_records = predict_val(model, inputs, things, config, desc="bestie val")
-    info["val_seconds"] = round(time.perf_counter() - t0, 2)
+    info["timing"]["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)
     ctx.run.log_metrics({"val_instances": len(val_records), "train_pseudo_instances": len(pseudo)})
@@ -478,18 +480,19 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
         record: dict[str, Any] = {"method": method, "variant": args.variant, "dataset": args.dataset,
                                   "seed": args.seed, "train_split": train.name, "val_split": val.name,
                                   "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile, **info,
-                                  "wsss_run": str(wsss_dir)}
+                                  "wsss_run": str(wsss_dir), "timing": {}}
         t0 = time.perf_counter()
         final = run_dir(args.dataset, method, args.variant) / f"seed{args.seed}"
         partial = final.with_name(f"{final.name}.partial")
         with atomic_path(final, directory=True) as out:
             yield ctx, MethodInputs(dataset, train, val, wsss_dir, record, partial,
                                     ctx.params.bestie.checkpoint_every), out
-            record["stage_seconds"] = round(time.perf_counter() - t0, 2)
-            write_json(out / P.RUN_INFO, record)
+            record["timing"]["stage_seconds"] = round(time.perf_counter() - t0, 2)
+            P.write_run_info(out, record)
+            ctx.run.log_metrics({f"timing.{k}": v for k, v in record["timing"].items() if isinstance(v, (int, float))})
         shutil.rmtree(partial, ignore_errors=True)
         log.info("%s: %s %s seed %d written (%.1f s)", args.dataset, method, args.variant, args.seed,
-                 record["stage_seconds"])
+                 record["timing"]["stage_seconds"])
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -235,8 +235,8 @@ def _cam(job: WsssJob, options: dict[str, Any]) -> None:
     quality = peak_quality(job.train, records)
     if job.run is not None:
         job.run.log_metrics({f"peaks.{k}": v for k, v in quality.items()})
-    job.info.update({"config": config.to_dict(), "train_seconds": round(train_seconds, 1), "peaks": quality,
-                     "background_index": background, "val_labels": p.val_labels})
+    job.info.update({"config": config.to_dict(), "peaks": quality, "background_index": background,
+                     "val_labels": p.val_labels, "timing": {"train_seconds": round(train_seconds, 1)}})
 
 
 VARIANTS.add("oracle", Variant(_oracle))
@@ -304,9 +304,10 @@ def _handle(args: argparse.Namespace) -> int:
             job = WsssJob(args.dataset, dataset, dataset.split(slot.train_split), dataset.split(slot.val_split),
                           out, p, args.seed, ctx.run)
             variant.build(job, variant.options)
-            write_json(out / P.RUN_INFO, {"method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
+            P.write_run_info(out, {"method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
                                           "train_split": slot.train_split, "val_split": slot.val_split,
                                           "profile": ctx.profile, **job.info})
+            ctx.run.log_metrics({f"timing.{k}": v for k, v in job.info.get("timing", {}).items()})
         log.info("%s: wsss %s maps written to %s", args.dataset, name, out_dir)
     return 0
 
