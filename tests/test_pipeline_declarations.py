@@ -25,7 +25,11 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "evaluate-p2seg": "evaluate", "evaluate-p2seg-variants": "evaluate",
               "segment-bestie": "segment", "segment-p2seg": "segment", "segment-bestie-solov2": "segment",
               "segment-p2seg-solov2": "segment",
-              "evaluate-segment-bestie": "evaluate", "evaluate-segment-p2seg": "evaluate", "report": "report"}
+              "evaluate-segment-bestie": "evaluate", "evaluate-segment-p2seg": "evaluate",
+              "wsss-coco": "wsss", "evaluate-wsss-coco": "evaluate", "bestie-coco-points": "bestie",
+              "bestie-coco-image": "bestie", "p2seg-coco": "p2seg", "segment-bestie-coco": "segment",
+              "segment-p2seg-coco": "segment", "evaluate-bestie-coco": "evaluate", "evaluate-p2seg-coco": "evaluate",
+              "report": "report"}
 
 
 def _dvc_stages() -> dict:

@@ -80,15 +80,15 @@ def test_nothing_reruns_when_nothing_changed(pipeline):
 
 def test_hard_pixel_ratio_reruns_only_the_p2seg_runs_that_read_it(pipeline):
     """`repro --dry` lists the stages whose own params changed (their evaluations, the P2Seg
-    segmentor rows and the report follow from the new outputs): the default run, the ablations and
-    the ResNet row, never the fixed-ratio sweep or the S2I rule alone."""
+    segmentor rows and the report follow from the new outputs): the default runs of both slots, the
+    ablations and the ResNet row, never the fixed-ratio sweep or the S2I rule alone."""
     write_params(pipeline, **{"mdm.hard_pixel_ratio": 0.4})
     try:
         stages = _dry_run_stages(pipeline)
     finally:
         write_params(pipeline)
     ablations = ["s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"]
-    assert stages == {"p2seg@0", "report", *(f"p2seg-ablation@{v}-0" for v in ablations)}
+    assert stages == {"p2seg@0", "p2seg-coco@0", "report", *(f"p2seg-ablation@{v}-0" for v in ablations)}
 
 
 def test_a_voc_data_param_leaves_the_coco_chain_alone(pipeline):
