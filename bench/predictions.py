@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from bench.io import write_json
 from datasets.canonical import ImageInfo
 from datasets.imageio import write_index_png, write_panoptic_png
 
@@ -29,19 +28,6 @@ TRAIN_SEMANTIC_DIR = "train_semantic"
 TRAIN_PEAKS = "train_peaks.json"  # wsss cam / pam: CAM peaks of the train images (a points file + score)
 PSEUDO = "train_pseudo.json"
 RUN_INFO = "run.json"
-RUN_TIMING = "timing.json"  # wall times; excluded from DVC's output hashes by /.dvcignore
-
-
-def write_run_info(out: Path, record: dict[str, Any]) -> None:
-    """Write a run's record: ``run.json`` (what ran and what it produced — byte-identical whenever the
-    outputs are) and, from the record's ``timing`` entry, ``timing.json`` (wall times, different on
-    every run). ``/.dvcignore`` keeps ``timing.json`` out of DVC's output hashes, so a stage that
-    reproduces its outputs does not make the stages after it re-run."""
-    record = dict(record)
-    timing = record.pop("timing", None)
-    write_json(out / RUN_INFO, record)
-    if timing is not None:
-        write_json(out / RUN_TIMING, timing)
 
 
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:

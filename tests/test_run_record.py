@@ -9,21 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from bench.predictions import RUN_INFO, RUN_TIMING, write_run_info
+from bench.io import RUN_TIMING, write_run_record
+from bench.predictions import RUN_INFO
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_timing_is_split_from_the_record(tmp_path):
     record = {"method": "bestie", "seed": 0, "timing": {"stage_seconds": 12.5}}
-    write_run_info(tmp_path, record)
+    write_run_record(tmp_path / RUN_INFO, record)
     assert json.loads((tmp_path / RUN_INFO).read_text()) == {"method": "bestie", "seed": 0}
     assert json.loads((tmp_path / RUN_TIMING).read_text()) == {"stage_seconds": 12.5}
     assert "timing" in record  # the caller's record is left as it was
 
 
 def test_a_record_without_timing_writes_no_timing_file(tmp_path):
-    write_run_info(tmp_path, {"method": "reference"})
+    write_run_record(tmp_path / RUN_INFO, {"method": "reference"})
     assert not (tmp_path / RUN_TIMING).exists()
 
 

@@ -11,10 +11,11 @@ variant), the instance cues — GT points (``data/points/<slot>/<split>_<bestie.
 or PAM peaks (``<wsss run>/train_peaks.json``: the points format plus ``score``; ``--peaks``).
 
 Variants (table rows; one code path, options only — see :data:`VARIANTS` and docs/bestie.md):
-``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T4), ``abl-*`` (T3, T6),
-``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``pam-alpha-*`` (T7), ``pam-*`` (T8) and the
-training-free ``transfer-only`` baseline (the WSSS components with exactly one point, on train and
-val, no network).
+``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T2, T4), ``abl-*`` (T3, T6),
+``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``pam-alpha-*`` (T7), ``pam-off`` and
+``pam-l*`` (T8), ``points-val-clean`` (the ``points`` network inferred with the release's
+``--val_clean``) and the training-free ``transfer-only`` baseline (the WSSS components with exactly
+one point, on train and val, no network).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.io import atomic_path, read_json, write_json
+from bench.io import atomic_path, read_json, write_json, write_run_record
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import StageInfo, declare_stage, run_stage, seed_everything
@@ -285,6 +286,17 @@ def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
         yield from (sample.image, sample.semantic, t.instance_map, t.centers, t.classes, t.cues, t.cue_classes)
 
 
+def val_image_classes(split: CanonicalSplit) -> dict[int, list[int]]:
+    """Image id → the semantic indices of the classes its image labels name (``image_labels.json``,
+    which lists every image of a split; a missing image is an error naming the file)."""
+    labels = split.image_labels
+    missing = [im.id for im in split.images if im.id not in labels]
+    if missing:
+        raise ValueError(f"{split.root / 'image_labels.json'}: no record for {len(missing)} image(s) of split "
+                         f"{split.name!r} (first: image_id {missing[0]}); re-run `bench data prepare`")
+    return {im.id: [split.dataset.semantic_index(c) for c in labels[im.id]] for im in split.images}
+
+
 def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any, desc: str) -> list[dict]:
     """Inference on the val split (Sec. 3.2 of BESTIE; P2Seg infers the same way): instance records.
     With ``config.val_clean`` (release ``--val_clean``) it reads the val image labels and, in the point
@@ -297,7 +309,7 @@ def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any
     present: dict[int, list[int]] = {}
     points: dict[int, Cues] = {}
     if config.val_clean:
-        present = {im.id: [dataset.semantic_index(c) for c in val.image_labels.get(im.id, [])] for im in val.images}
+        present = val_image_classes(val)
         if config.supervision == "points":
             points = load_cues(points_file(inputs.info["dataset"], val.name, inputs.info["points_mode"]), val, dataset)
     records: list[dict] = []
@@ -488,7 +500,7 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
             yield ctx, MethodInputs(dataset, train, val, wsss_dir, record, partial,
                                     ctx.params.bestie.checkpoint_every), out
             record["timing"]["stage_seconds"] = round(time.perf_counter() - t0, 2)
-            P.write_run_info(out, record)
+            write_run_record(out / P.RUN_INFO, record)
             ctx.run.log_metrics({f"timing.{k}": v for k, v in record["timing"].items() if isinstance(v, (int, float))})
         shutil.rmtree(partial, ignore_errors=True)
         log.info("%s: %s %s seed %d written (%.1f s)", args.dataset, method, args.variant, args.seed,

@@ -180,9 +180,9 @@ def _torchvision_run(job: SegmentJob) -> None:
                                  for im, pr in zip(job.val.images, predictions)))
     job.info["training"] = {"iterations": iterations, "lr_steps": list(steps), "resumed_from": result.resumed_from,
                             "train_images": len(data), "skipped_images": data.skipped_images,
+                            "seconds": round(result.seconds, 2),
+                            "images_per_second": round(result.images_per_second, 3),
                             "last_losses": result.last_losses}
-    job.info["timing"] = {"train_seconds": round(result.seconds, 2),
-                          "images_per_second": round(result.images_per_second, 3)}
     job.info["predictions"] = n
 
 
@@ -317,14 +317,15 @@ def _handle(args: argparse.Namespace) -> int:
             job = SegmentJob(args.dataset, dataset, train, val, labels, categories, p, args.seed, out, checkpoint_dir,
                              _fingerprint(p, args.seed, source, dataset), ctx.run)
             backend.run(job)
-            P.write_run_info(out, {
+            write_json(out / P.RUN_INFO, {
                 "method": row_method, "variant": row_variant, "dataset": args.dataset, "seed": args.seed,
                 "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile,
                 "labels": {"argument": args.labels, "file": str(source), **counts},
                 "segmentor": p.model_dump(mode="json"), **job.info,
             })
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        ctx.run.log_metrics(job.info.get("timing", {}))
+        ctx.run.log_metrics({k: v for k, v in job.info.get("training", {}).items()
+                             if k in ("seconds", "images_per_second")})
         log.info("%s: segmentor %s/%s written to %s", args.dataset, row_method, row_variant, out_dir)
     return 0
 
