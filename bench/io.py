@@ -48,6 +48,21 @@ def write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
             f.write("\n")
 
 
+RUN_TIMING = "timing.json"  # wall times beside a run's record; excluded from DVC's output hashes by /.dvcignore
+
+
+def write_run_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a run's record (``run.json``: what ran and what it produced — byte-identical whenever the
+    outputs are) at ``path`` and its ``timing`` entry (wall times, different on every run) as
+    ``timing.json`` beside it. ``/.dvcignore`` keeps ``timing.json`` out of DVC's output hashes, so a
+    stage that reproduces its outputs does not make the stages after it re-run."""
+    record = dict(record)
+    timing = record.pop("timing", None)
+    write_json(path, record)
+    if timing is not None:
+        write_json(path.with_name(RUN_TIMING), timing)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:

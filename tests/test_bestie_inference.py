@@ -80,3 +80,25 @@ def test_val_clean_without_the_image_annotations_is_an_error(supervision, presen
     with pytest.raises(ValueError, match="val_clean inference needs"):
         infer_instances(_outputs(prob), THINGS, replace(CONFIG, supervision=supervision), present=present,
                         points=given)
+
+
+def _split_with_labels(labels: dict[int, list[int]]):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    dataset = SimpleNamespace(semantic_index=lambda category_id: {0: 0, 12: 1, 15: 2}[category_id])
+    images = [SimpleNamespace(id=1), SimpleNamespace(id=2)]
+    return SimpleNamespace(dataset=dataset, images=images, image_labels=labels, root=Path("val"), name="val")
+
+
+def test_val_image_labels_become_semantic_indices_per_image():
+    from bench.commands.bestie import val_image_classes
+
+    assert val_image_classes(_split_with_labels({1: [15], 2: [12, 15]})) == {1: [2], 2: [1, 2]}
+
+
+def test_a_val_image_without_a_labels_record_is_an_error_naming_the_file():
+    from bench.commands.bestie import val_image_classes
+
+    with pytest.raises(ValueError, match=r"image_labels\.json: no record for 1 image.*image_id 2"):
+        val_image_classes(_split_with_labels({1: [15]}))

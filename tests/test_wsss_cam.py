@@ -24,7 +24,7 @@ class _FirstChannel(nn.Module):
 
 def _identity_net(use_pam: bool, *, alpha: float = 0.5) -> CamNet:
     """CamNet whose one 3x3 conv and 1x1 classifier are identities: class map = act(feature)."""
-    cfg = CamConfig(use_pam=use_pam, pam_alpha=alpha, extra_convs=1, extra_channels=1, pam_layers=1)
+    cfg = CamConfig(use_pam=use_pam, pam_alpha=alpha, extra_convs=1, extra_channels=1, pam_layers=(1,))
     net = CamNet(1, cfg, backbone_module=_FirstChannel(), in_channels=1)
     with torch.no_grad():
         net.extra[0].weight.zero_()
@@ -68,20 +68,23 @@ def test_pam_zeroes_the_last_layer_below_alpha_times_the_channel_max():
 
 
 @pytest.mark.parametrize("use_pam, pam_layers, expected", [
-    (False, 1, [nn.ReLU, nn.ReLU, nn.ReLU]),
-    (True, 1, [nn.ReLU, nn.ReLU, PeakAttention]),  # paper Table 8: the last layer only
-    (True, 3, [PeakAttention, PeakAttention, PeakAttention]),  # appendix Fig. 10 / release
+    (False, (3,), [nn.ReLU, nn.ReLU, nn.ReLU]),
+    (True, (3,), [nn.ReLU, nn.ReLU, PeakAttention]),  # paper Table 8: the last layer (layer 6) only
+    (True, (1, 2, 3), [PeakAttention, PeakAttention, PeakAttention]),  # appendix Fig. 10 / release
+    (True, (1, 3), [PeakAttention, nn.ReLU, PeakAttention]),  # Table 8's layer 4 + layer 6
+    (True, (2,), [nn.ReLU, PeakAttention, nn.ReLU]),  # Table 8's layer 5
 ])
-def test_pam_sits_on_the_last_extra_convs(use_pam, pam_layers, expected):
+def test_pam_sits_after_the_listed_extra_convs(use_pam, pam_layers, expected):
     cfg = CamConfig(use_pam=use_pam, pam_layers=pam_layers, pam_alpha=0.7)
     net = CamNet(3, cfg, backbone_module=_FirstChannel(), in_channels=1)
     assert [type(a) for a in net.acts] == expected
     assert all(a.alpha == 0.7 for a in net.acts if isinstance(a, PeakAttention))
 
 
-def test_config_rejects_more_pam_layers_than_extra_convs():
+@pytest.mark.parametrize("pam_layers", [(3,), (0,), (), (1, 1)])
+def test_config_rejects_pam_layers_that_are_not_distinct_extra_convs(pam_layers):
     with pytest.raises(ValueError, match="pam_layers"):
-        CamConfig(extra_convs=2, pam_layers=3)
+        CamConfig(extra_convs=2, pam_layers=pam_layers)
 
 
 # --------------------------------------------------------------------------------- CAMs

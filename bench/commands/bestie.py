@@ -11,10 +11,11 @@ variant), the instance cues — GT points (``data/points/<slot>/<split>_<bestie.
 or PAM peaks (``<wsss run>/train_peaks.json``: the points format plus ``score``; ``--peaks``).
 
 Variants (table rows; one code path, options only — see :data:`VARIANTS` and docs/bestie.md):
-``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T4), ``abl-*`` (T3, T6),
-``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``pam-alpha-*`` (T7), ``pam-*`` (T8) and the
-training-free ``transfer-only`` baseline (the WSSS components with exactly one point, on train and
-val, no network).
+``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T2, T4), ``abl-*`` (T3, T6),
+``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``pam-alpha-*`` (T7), ``pam-off`` and
+``pam-l*`` (T8), ``points-val-clean`` (the ``points`` network inferred with the release's
+``--val_clean``) and the training-free ``transfer-only`` baseline (the WSSS components with exactly
+one point, on train and val, no network).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.io import atomic_path, read_json, write_json
+from bench.io import atomic_path, read_json, write_json, write_run_record
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import StageInfo, declare_stage, run_stage, seed_everything
@@ -285,6 +286,17 @@ def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
         yield from (sample.image, sample.semantic, t.instance_map, t.centers, t.classes, t.cues, t.cue_classes)
 
 
+def val_image_classes(split: CanonicalSplit) -> dict[int, list[int]]:
+    """Image id → the semantic indices of the classes its image labels name (``image_labels.json``,
+    which lists every image of a split; a missing image is an error naming the file)."""
+    labels = split.image_labels
+    missing = [im.id for im in split.images if im.id not in labels]
+    if missing:
+        raise ValueError(f"{split.root / 'image_labels.json'}: no record for {len(missing)} image(s) of split "
+                         f"{split.name!r} (first: image_id {missing[0]}); re-run `bench data prepare`")
+    return {im.id: [split.dataset.semantic_index(c) for c in labels[im.id]] for im in split.images}
+
+
 def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any, desc: str) -> list[dict]:
     """Inference on the val split (Sec. 3.2 of BESTIE; P2Seg infers the same way): instance records.
     With ``config.val_clean`` (release ``--val_clean``) it reads the val image labels and, in the point
@@ -297,7 +309,7 @@ def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any
     present: dict[int, list[int]] = {}
     points: dict[int, Cues] = {}
     if config.val_clean:
-        present = {im.id: [dataset.semantic_index(c) for c in val.image_labels.get(im.id, [])] for im in val.images}
+        present = val_image_classes(val)
         if config.supervision == "points":
             points = load_cues(points_file(inputs.info["dataset"], val.name, inputs.info["points_mode"]), val, dataset)
     records: list[dict] = []
@@ -334,6 +346,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         samples.append(Sample(images[image.id], maps[image.id], targets))
     log.info("semantic knowledge transfer: %s", stats.to_dict())
     info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
+    info["timing"]["rounds"] = []
     train_ims = [images[i.id] for i in train.images]
 
     def refine_all(model: Any) -> list[list[tuple[Any, int | None]]]:
@@ -372,8 +385,9 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
             on_checkpoint=export_checkpoint,
             checkpointing=inputs.checkpointing(f"round{round_}", round_config, sample_arrays(samples)))
         seconds = time.perf_counter() - t0
-        info["rounds"].append({"train_seconds": round(seconds, 2), "steps": config.iterations,
-                               "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
+        info["rounds"].append({"steps": config.iterations})
+        info["timing"]["rounds"].append({"train_seconds": round(seconds, 2),
+                                         "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
         # the final checkpoint already refined the final model (not when a finished checkpoint was resumed)
         refined = at_step[config.iterations] if round_ == last and config.iterations in at_step else refine_all(model)
         if round_ < last:  # Table 5: the refined labels become the next round's pseudo labels
@@ -387,7 +401,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     pseudo = records(refined)
     t0 = time.perf_counter()
     val_records = predict_val(model, inputs, things, config, desc="bestie val")
-    info["val_seconds"] = round(time.perf_counter() - t0, 2)
+    info["timing"]["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)
     ctx.run.log_metrics({"val_instances": len(val_records), "train_pseudo_instances": len(pseudo)})
@@ -478,18 +492,19 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
         record: dict[str, Any] = {"method": method, "variant": args.variant, "dataset": args.dataset,
                                   "seed": args.seed, "train_split": train.name, "val_split": val.name,
                                   "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile, **info,
-                                  "wsss_run": str(wsss_dir)}
+                                  "wsss_run": str(wsss_dir), "timing": {}}
         t0 = time.perf_counter()
         final = run_dir(args.dataset, method, args.variant) / f"seed{args.seed}"
         partial = final.with_name(f"{final.name}.partial")
         with atomic_path(final, directory=True) as out:
             yield ctx, MethodInputs(dataset, train, val, wsss_dir, record, partial,
                                     ctx.params.bestie.checkpoint_every), out
-            record["stage_seconds"] = round(time.perf_counter() - t0, 2)
-            write_json(out / P.RUN_INFO, record)
+            record["timing"]["stage_seconds"] = round(time.perf_counter() - t0, 2)
+            write_run_record(out / P.RUN_INFO, record)
+            ctx.run.log_metrics({f"timing.{k}": v for k, v in record["timing"].items() if isinstance(v, (int, float))})
         shutil.rmtree(partial, ignore_errors=True)
         log.info("%s: %s %s seed %d written (%.1f s)", args.dataset, method, args.variant, args.seed,
-                 record["stage_seconds"])
+                 record["timing"]["stage_seconds"])
 
 
 def _handle(args: argparse.Namespace) -> int:

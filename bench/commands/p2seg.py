@@ -129,8 +129,8 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
         checkpointing=lambda stage, bestie, samples: inputs.checkpointing(
             f"stage{stage + 1}", dataclasses.replace(config, bestie=bestie), sample_arrays(samples)))
     seconds = time.perf_counter() - t0
-    info["train_seconds"] = round(seconds, 2)
-    info["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
+    info["timing"]["train_seconds"] = round(seconds, 2)
+    info["timing"]["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
     gt = CanonicalGT.load(canonical_dir(args.dataset), train.name)
     # stage k + 1 trains on stage k's I2S map: each distinct map list is scored once
     mious = {id(m): round(train_miou(m, train, gt), 2)
@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
         pseudo += pseudo_records(image_id, found, dataset.semantic_classes, cues[image_id].annotation_ids)
     t0 = time.perf_counter()
     val_records = predict_val(stages[-1].model, inputs, things, config.bestie, desc="p2seg val")
-    info["val_seconds"] = round(time.perf_counter() - t0, 2)
+    info["timing"]["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)
     ctx.run.log_metrics({"val_instances": len(val_records), "train_pseudo_instances": len(pseudo),

@@ -1,4 +1,5 @@
-"""``bench wsss`` — semantic pseudo-maps of the training images (stages ``wsss`` and ``wsss-table4``).
+"""``bench wsss`` — semantic pseudo-maps of the training images (stages ``wsss``, ``wsss-table4``,
+``wsss-image``, ``wsss-pam-ablation``, ``wsss-oracle``, ``wsss-coco``).
 
 Writes ``runs/<slot>/wsss/<name>/`` with ``train_semantic/<stem>.png`` (the maps methods train
 from: semantic indices of docs/formats.md, 255 = unsure/ignore) and ``val_semantic/`` where the
@@ -14,7 +15,9 @@ Variants (``wsss.method`` for the ``active`` maps methods consume; ``--variant``
 - ``cam``, ``pam`` — image level: a multi-label classifier's CAMs (``pam``: with BESTIE's peak
   attention module, Sec. 3.1), maps = argmax over [``wsss.cam.bg_threshold``, CAMs], and the
   CAM peaks of the train images (BESTIE's image-level instance cues) as ``train_peaks.json`` — a
-  points file (docs/formats.md) with a ``score`` per point and ``annotation_id`` null.
+  points file (docs/formats.md) with a ``score`` per point and ``annotation_id`` null;
+- ``pam-alpha-0.3``, ``pam-alpha-0.5``, ``pam-l4`` … ``pam-l4-l6`` — ``pam`` with another controller α
+  or PAM after other extra convs (BESTIE Tables 7, 8: layer 4 / 5 / 6 = extra conv 1 / 2 / 3).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from tqdm import tqdm
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.io import atomic_path, read_json, write_json
+from bench.io import atomic_path, read_json, write_json, write_run_record
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage, seed_everything
@@ -191,7 +194,7 @@ def _cam(job: WsssJob, options: dict[str, Any]) -> None:
 
     p = job.params.cam
     config = CamConfig(**{
-        "pam_alpha": p.pam_alpha, "pam_layers": p.pam_layers, "backbone": p.backbone,
+        "pam_alpha": p.pam_alpha, "pam_layers": tuple(p.pam_layers), "backbone": p.backbone,
         "feature_index": p.feature_index, "output_stride": p.output_stride, "extra_convs": p.extra_convs,
         "extra_channels": p.extra_channels, "input_size": p.input_size, "iterations": p.iterations,
         "batch_size": p.batch_size, "optimizer": p.optimizer, "lr": p.lr, "weight_decay": p.weight_decay,
@@ -235,8 +238,8 @@ def _cam(job: WsssJob, options: dict[str, Any]) -> None:
     quality = peak_quality(job.train, records)
     if job.run is not None:
         job.run.log_metrics({f"peaks.{k}": v for k, v in quality.items()})
-    job.info.update({"config": config.to_dict(), "train_seconds": round(train_seconds, 1), "peaks": quality,
-                     "background_index": background, "val_labels": p.val_labels})
+    job.info.update({"config": config.to_dict(), "peaks": quality, "background_index": background,
+                     "val_labels": p.val_labels, "timing": {"train_seconds": round(train_seconds, 1)}})
 
 
 VARIANTS.add("oracle", Variant(_oracle))
@@ -247,12 +250,14 @@ VARIANTS.add("points-partial-rgb", Variant(_points, {"use_lab": False, "use_rgb"
 VARIANTS.add("points-all", Variant(_points, {"use_lab": True, "use_rgb": True}))
 VARIANTS.add("cam", Variant(_cam, {"use_pam": False}))
 VARIANTS.add("pam", Variant(_cam, {"use_pam": True}))
-# BESTIE Table 7 (the PAM controller α) and Table 8 (PAM on the last two / all three extra convs =
-# layers 5-6 / 4-6 of the release's classifier): peaks for the bestie variants of the same name
+# BESTIE Table 7 (the PAM controller α) and Table 8 (PAM after other layers: Table 8's layer 4 / 5 / 6
+# = extra conv 1 / 2 / 3, so pam-l4-l6 puts PAM after extra convs 1 and 3): peaks for the bestie
+# variants of the same name
 for _alpha in (0.3, 0.5):
     VARIANTS.add(f"pam-alpha-{_alpha}", Variant(_cam, {"use_pam": True, "pam_alpha": _alpha}))
-VARIANTS.add("pam-l5-l6", Variant(_cam, {"use_pam": True, "pam_layers": 2}))
-VARIANTS.add("pam-l4-l5-l6", Variant(_cam, {"use_pam": True, "pam_layers": 3}))
+for _layers in ("l4", "l5", "l4-l5", "l5-l6", "l4-l5-l6", "l4-l6"):
+    VARIANTS.add(f"pam-{_layers}", Variant(_cam, {"use_pam": True,
+                                                   "pam_layers": tuple(int(t[1:]) - 3 for t in _layers.split("-"))}))
 
 
 def validate_external_maps(split: CanonicalSplit, folder: Path) -> None:
@@ -304,9 +309,10 @@ def _handle(args: argparse.Namespace) -> int:
             job = WsssJob(args.dataset, dataset, dataset.split(slot.train_split), dataset.split(slot.val_split),
                           out, p, args.seed, ctx.run)
             variant.build(job, variant.options)
-            write_json(out / P.RUN_INFO, {"method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
-                                          "train_split": slot.train_split, "val_split": slot.val_split,
-                                          "profile": ctx.profile, **job.info})
+            write_run_record(out / P.RUN_INFO, {
+                "method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
+                "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile, **job.info})
+            ctx.run.log_metrics({f"timing.{k}": v for k, v in job.info.get("timing", {}).items()})
         log.info("%s: wsss %s maps written to %s", args.dataset, name, out_dir)
     return 0
 

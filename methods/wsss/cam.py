@@ -7,9 +7,10 @@ Module"; release ``PAM/models/classifier.py``, ``PAM/train.py``, ``PAM/point_ext
   max-pool at stride 1 and dilated conv5), ``extra_convs`` 3x3 convs ("extra_conv1-3", 512 ch in
   the release), a 1x1 conv to K class maps ("extra_conv4", the CAMs), global average pooling ->
   K logits. Between the extra convs: ReLU, or the peak attention module (PAM, :mod:`.pam`: ReLU,
-  then zero every value below alpha x the channel max, alpha = 0.7) on the last ``pam_layers``
-  of them. The appendix (Fig. 10) and the release put PAM after all three extra convs; Table 8
-  finds the last layer alone best (41.8 vs 34.8 mAP50), so ``pam_layers = 1`` is the default.
+  then zero every value below alpha x the channel max, alpha = 0.7) after the extra convs listed
+  in ``pam_layers`` (1-based; Table 8's layer 4 / 5 / 6 = extra conv 1 / 2 / 3). The appendix
+  (Fig. 10) and the release put PAM after all three extra convs; Table 8 finds the last layer alone
+  best (41.8 vs 34.8 mAP50), so ``pam_layers = (3,)`` is the default.
 - **Loss**: ``multilabel_soft_margin_loss(logits, labels)`` (release) = the mean over classes of
   the binary cross-entropy on sigmoid(logit) (paper: "binary cross-entropy") — identical.
 - **CAM** (release ``cam_normalize``): ReLU of the class maps, absent classes zeroed with the
@@ -64,12 +65,12 @@ class CamConfig:
     """Hyper-parameters of the CAM / PAM classifier (paper / release values noted per field)."""
 
     use_pam: bool = False
-    """Peak attention module on the last ``pam_layers`` extra convs (mode ``pam``); False = ReLU (``cam``)."""
+    """Peak attention module after the ``pam_layers`` extra convs (mode ``pam``); False = ReLU (``cam``)."""
     pam_alpha: float = 0.7
     """PAM controller alpha (paper 0.7; Table 7: 0.3-0.7 hardly matter)."""
-    pam_layers: int = 1
-    """PAM after the last this-many extra convs: 1 = the last layer only (paper Table 8, best);
-    3 = all three extra convs (appendix Fig. 10, release ``classifier.py``)."""
+    pam_layers: tuple[int, ...] = (3,)
+    """The extra convs (1-based) followed by PAM instead of ReLU: (3,) = the last layer only (paper
+    Table 8's layer 6, best); (1, 2, 3) = all three (appendix Fig. 10, release ``classifier.py``)."""
     backbone: str = "resnet18"
     """timm backbone (``pretrained=False``, ``features_only``; the release: ImageNet VGG-16)."""
     feature_index: int = 2
@@ -109,16 +110,20 @@ class CamConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.pam_alpha <= 1.0:
             raise ValueError(f"pam_alpha must be in [0, 1], got {self.pam_alpha}")
-        if self.extra_convs < 1 or not 0 <= self.pam_layers <= self.extra_convs:
-            raise ValueError(f"need extra_convs >= 1 and 0 <= pam_layers <= extra_convs, got "
-                             f"{self.extra_convs}, {self.pam_layers}")
+        if self.extra_convs < 1:
+            raise ValueError(f"need extra_convs >= 1, got {self.extra_convs}")
+        if not self.pam_layers or len(set(self.pam_layers)) != len(self.pam_layers) or \
+                not all(1 <= k <= self.extra_convs for k in self.pam_layers):
+            raise ValueError(f"pam_layers must list distinct extra convs in 1..{self.extra_convs}, "
+                             f"got {list(self.pam_layers)}")
         if min(self.iterations, self.batch_size, self.input_size, self.extra_channels) < 1:
             raise ValueError("iterations, batch_size, input_size and extra_channels must be >= 1")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as JSON values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,11 +164,10 @@ class CamNet(nn.Module):
         chans = [in_channels] + [config.extra_channels] * config.extra_convs
         self.extra = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:]))
         self.classifier = nn.Conv2d(config.extra_channels, num_classes, 1)
-        n_pam = config.pam_layers if config.use_pam else 0
-        # activation after each extra conv: PAM on the last n_pam, ReLU before (release: PAM includes the ReLU)
+        # activation after each extra conv: PAM after the pam_layers, ReLU elsewhere (release: PAM includes the ReLU)
         self.acts = nn.ModuleList(
-            PeakAttention(config.pam_alpha) if k >= config.extra_convs - n_pam else nn.ReLU()
-            for k in range(config.extra_convs)
+            PeakAttention(config.pam_alpha) if config.use_pam and k in config.pam_layers else nn.ReLU()
+            for k in range(1, config.extra_convs + 1)
         )
         self.num_classes = num_classes
         for m in [*self.extra, self.classifier]:  # release _initialize_weights: N(0, sqrt(2 / (k*k*out)))
