@@ -4,12 +4,13 @@ mixed precision on CUDA (DESIGN.md, "Runtime rules")."""
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["resolve_device", "deterministic", "MixedPrecision", "mixed_precision"]
+__all__ = ["resolve_device", "set_deterministic", "deterministic", "MixedPrecision", "mixed_precision"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -19,16 +20,27 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def set_deterministic(enabled: bool, *, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms(enabled, warn_only=...)`` without importing ``torch._inductor``,
+    which that function does to set inductor's own flag (6-11 s per process on the 2-core machine,
+    paid by every stage). The flag only concerns ``torch.compile``, which nothing here uses; it is
+    still set when inductor is already loaded."""
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = enabled
+    torch._C._set_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 @contextlib.contextmanager
 def deterministic(enabled: bool, *, warn_only: bool = False) -> Iterator[None]:
-    """``torch.use_deterministic_algorithms(enabled, warn_only=...)`` for the block, restored afterwards."""
+    """Deterministic kernels (:func:`set_deterministic`) for the block, the previous setting restored afterwards."""
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+    set_deterministic(enabled, warn_only=warn_only)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
+        set_deterministic(previous, warn_only=previous_warn_only)
 
 
 @dataclass

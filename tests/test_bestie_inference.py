@@ -1,4 +1,4 @@
-"""BESTIE inference with the release's ``val_clean`` (image-label cleaning; grouping to the val points)."""
+"""BESTIE inference: the release's ``val_clean`` (image-label cleaning; grouping to the val points) and flip TTA."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
-from methods.bestie.train import BestieConfig, clean_probabilities, infer_instances
+from methods.bestie.train import BestieConfig, clean_probabilities, infer_instances, predict_outputs
 
 THINGS = [1, 2]  # semantic indices of the thing classes; 0 = background
 CONFIG = BestieConfig(supervision="points", min_area=1, nms_kernel=3, cluster=None, val_clean=True)
@@ -102,3 +103,35 @@ def test_a_val_image_without_a_labels_record_is_an_error_naming_the_file():
 
     with pytest.raises(ValueError, match=r"image_labels\.json: no record for 1 image.*image_id 2"):
         val_image_classes(_split_with_labels({1: [15]}))
+
+
+class _ColumnNet(torch.nn.Module):
+    """Outputs that depend on the pixel column x = 0..3 (not flip-equivariant, so the flipped pass
+    differs): semantic logits (x, -x), centre x, offsets (dy, dx) = (0, x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # predict_outputs reads the device from a parameter
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        column = torch.arange(x.shape[-1], dtype=torch.float32).expand(x.shape[0], 1, *x.shape[-2:])
+        return {"semantic": torch.cat([column, -column], 1), "center": column,
+                "offset": torch.cat([torch.zeros_like(column), column], 1)}
+
+
+def _flip_tta(offsets: str) -> dict[str, np.ndarray]:
+    return next(predict_outputs(_ColumnNet(), [np.zeros((1, 4, 3), np.uint8)], flip_tta=True,
+                                flip_tta_offsets=offsets))
+
+
+def test_flip_tta_averages_the_centres_but_keeps_the_unflipped_offsets_as_the_release():
+    tta = _flip_tta("unflipped")
+    assert np.allclose(tta["center"][0, 0], [1.5, 1.5, 1.5, 1.5])  # (x + (3 - x)) / 2
+    assert np.allclose(tta["prob"][0, 0], tta["prob"][0, 0][::-1])  # averaged with its mirror: symmetric
+    assert np.array_equal(tta["offset"][1, 0], [0.0, 1.0, 2.0, 3.0])  # the unflipped pass's dx
+
+
+def test_flip_tta_can_average_the_offsets_with_dx_negated_back():
+    tta = _flip_tta("average")
+    assert np.allclose(tta["offset"][1, 0], [-1.5, -0.5, 0.5, 1.5])  # (x - (3 - x)) / 2
+    assert np.array_equal(tta["offset"][0, 0], [0.0, 0.0, 0.0, 0.0])

@@ -50,7 +50,7 @@ def test_ground_truth_row_writes_a_run_folder_that_bench_evaluate_scores(workspa
     monkeypatch.chdir(workspace)
     assert _segment("--labels", "ground-truth", "--row", "segmentor/mrcnn-gt") == 0
     out = Path("runs/voc/segmentor/mrcnn-gt/seed0")
-    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "run.json", "val_instances.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.pt", "run.json", "timing.json", "val_instances.json"]
     assert not Path("runs/voc/segmentor/mrcnn-gt/seed0.partial").exists()
     run = read_json(out / "run.json")
     assert (run["method"], run["variant"], run["seed"], run["val_split"]) == ("segmentor", "mrcnn-gt", 0, "val")

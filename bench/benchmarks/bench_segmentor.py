@@ -90,12 +90,12 @@ def main(argv: list[str] | None = None) -> None:
                 result = evaluate_files(kind, gt_root=Path(args.root), split=args.val_split,
                                         predictions=out / "val_instances.json", **options)
                 metrics.update(result.metrics)
-        t = job.info["training"]
-        row = {"seed": seed, "wall_s": wall, "cpu_s": cpu, "train_s": t["seconds"],
+        t = {**job.info["training"], **job.info["timing"]}
+        row = {"seed": seed, "wall_s": wall, "cpu_s": cpu, "train_s": t["train_seconds"],
                "images_per_second": t["images_per_second"], "predictions": job.info["predictions"],
                **{k: metrics.get(k, float("nan")) for k in METRICS}, "last_losses": t["last_losses"]}
         rows.append(row)
-        print(f"seed {seed}: train+predict {wall:6.1f} s wall ({cpu:6.1f} s CPU), train {t['seconds']:6.1f} s, "
+        print(f"seed {seed}: train+predict {wall:6.1f} s wall ({cpu:6.1f} s CPU), train {t['train_seconds']:6.1f} s, "
               f"{t['images_per_second']:.2f} img/s, {job.info['predictions']} detections | "
               + "  ".join(f"{k} {row[k]:5.1f}" for k in METRICS), flush=True)
     print("\n| metric | " + " | ".join(f"seed {r['seed']}" for r in rows) + " | mean ± std |")

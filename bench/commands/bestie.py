@@ -204,7 +204,8 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any]) ->
         loss_weights=LossWeights(p.lambda_center, p.lambda_offset, p.lambda_semantic), combine=p.loss_combine,
         hard_pixel_ratio=p.hard_pixel_ratio if p.semantic_loss == "hard-pixel" else None,
         infer_threshold=p.infer_threshold,
-        flip_tta=p.flip_tta == "all" or (p.flip_tta == "points" and supervision == "points"), val_clean=p.val_clean,
+        flip_tta=p.flip_tta == "all" or (p.flip_tta == "points" and supervision == "points"),
+        flip_tta_offsets=p.flip_tta_offsets, val_clean=p.val_clean,
         seed=seed,
     )
     return dataclasses.replace(config, **options)
@@ -313,8 +314,8 @@ def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any
         if config.supervision == "points":
             points = load_cues(points_file(inputs.info["dataset"], val.name, inputs.info["points_mode"]), val, dataset)
     records: list[dict] = []
-    for im, outputs in tqdm(zip(val.images, predict_outputs(model, images, flip_tta=config.flip_tta)),
-                            total=len(images), desc=desc, unit="img", leave=False):
+    predicted = predict_outputs(model, images, flip_tta=config.flip_tta, flip_tta_offsets=config.flip_tta_offsets)
+    for im, outputs in tqdm(zip(val.images, predicted), total=len(images), desc=desc, unit="img", leave=False):
         cues = points.get(im.id)
         found = infer_instances(outputs, things, config, present=present.get(im.id),
                                 points=None if cues is None else (cues.yx, cues.classes))
@@ -350,8 +351,10 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     train_ims = [images[i.id] for i in train.images]
 
     def refine_all(model: Any) -> list[list[tuple[Any, int | None]]]:
+        predicted = predict_outputs(model, train_ims, flip_tta=config.flip_tta,
+                                    flip_tta_offsets=config.flip_tta_offsets)
         return [refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config)
-                for im, o in zip(train.images, predict_outputs(model, train_ims, flip_tta=config.flip_tta))]
+                for im, o in zip(train.images, predicted)]
 
     def records(refined: list[list[tuple[Any, int | None]]]) -> list[dict]:
         return [r for im, found in zip(train.images, refined)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.config.schema import SegmentorParams
-from bench.io import atomic_path, read_json, write_json
+from bench.io import atomic_path, read_json, write_json, write_run_record
 from bench.paths import canonical_dir, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage, seed_everything
@@ -180,9 +180,9 @@ def _torchvision_run(job: SegmentJob) -> None:
                                  for im, pr in zip(job.val.images, predictions)))
     job.info["training"] = {"iterations": iterations, "lr_steps": list(steps), "resumed_from": result.resumed_from,
                             "train_images": len(data), "skipped_images": data.skipped_images,
-                            "seconds": round(result.seconds, 2),
-                            "images_per_second": round(result.images_per_second, 3),
                             "last_losses": result.last_losses}
+    job.info["timing"] = {"train_seconds": round(result.seconds, 2),
+                          "images_per_second": round(result.images_per_second, 3)}
     job.info["predictions"] = n
 
 
@@ -317,15 +317,14 @@ def _handle(args: argparse.Namespace) -> int:
             job = SegmentJob(args.dataset, dataset, train, val, labels, categories, p, args.seed, out, checkpoint_dir,
                              _fingerprint(p, args.seed, source, dataset), ctx.run)
             backend.run(job)
-            write_json(out / P.RUN_INFO, {
+            write_run_record(out / P.RUN_INFO, {
                 "method": row_method, "variant": row_variant, "dataset": args.dataset, "seed": args.seed,
                 "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile,
                 "labels": {"argument": args.labels, "file": str(source), **counts},
                 "segmentor": p.model_dump(mode="json"), **job.info,
             })
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        ctx.run.log_metrics({k: v for k, v in job.info.get("training", {}).items()
-                             if k in ("seconds", "images_per_second")})
+        ctx.run.log_metrics(job.info.get("timing", {}))
         log.info("%s: segmentor %s/%s written to %s", args.dataset, row_method, row_variant, out_dir)
     return 0
 

@@ -240,6 +240,11 @@ class BestieParams(Section):
     flip_tta: Literal["none", "points", "all"] = Field(
         default="points", description="horizontal-flip test-time augmentation: never, point setting only, always",
         json_schema_extra={"switch": "paper silent; release: flip TTA in the point setting (points)"})
+    flip_tta_offsets: Literal["unflipped", "average"] = Field(
+        default="unflipped", description="with flip TTA: the offsets of the unflipped pass, or averaged with the "
+                                         "flipped pass's (dx negated back); probabilities and centres are always averaged",
+        json_schema_extra={"switch": "paper silent; release: get_ins_map* average only the probabilities and centres "
+                                     "(unflipped)"})
     val_clean: bool = Field(
         default=False,
         description="val inference reads val annotations: the probabilities of classes absent from the image's "

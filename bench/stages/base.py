@@ -67,10 +67,12 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     try:
         import torch
+
+        from methods.runtime import set_deterministic
     except ImportError:  # pragma: no cover - torch is a dependency
         return
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    set_deterministic(True, warn_only=True)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -93,6 +93,7 @@ class BestieConfig:
     # inference
     infer_threshold: float = 0.1
     flip_tta: bool = False
+    flip_tta_offsets: Literal["unflipped", "average"] = "unflipped"  # release: the unflipped pass's offsets
     val_clean: bool = False  # release --val_clean: inference reads the image labels (and points) of the image
     # runtime
     seed: int = 0
@@ -498,10 +499,13 @@ def image_batches(images: Sequence[np.ndarray], batch_size: int, device: torch.d
 
 @torch.no_grad()
 def predict_outputs(
-    model: BestieNet, images: Sequence[np.ndarray], *, flip_tta: bool = False, batch_size: int = 8
+    model: BestieNet, images: Sequence[np.ndarray], *, flip_tta: bool = False,
+    flip_tta_offsets: Literal["unflipped", "average"] = "unflipped", batch_size: int = 8,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Per image ``{"prob": (S, H, W) softmax, "center": (C, H, W), "offset": (2, H, W)}`` (float32);
-    ``flip_tta`` averages with the horizontally flipped input (offset dx negated back)."""
+    """Per image ``{"prob": (S, H, W) softmax, "center": (C, H, W), "offset": (2, H, W)}`` (float32).
+    ``flip_tta`` averages the probabilities and centres with those of the horizontally flipped input;
+    the offsets are the unflipped pass's (release ``get_ins_map*``), or with ``flip_tta_offsets =
+    "average"`` averaged too (the flipped dx negated back)."""
     model.eval()
     for x in image_batches(images, batch_size, next(model.parameters()).device):
         out = model(x)
@@ -510,9 +514,9 @@ def predict_outputs(
             f = model(x.flip(-1))
             prob = 0.5 * (prob + f["semantic"].float().softmax(1).flip(-1))
             center = 0.5 * (center + f["center"].float().flip(-1))
-            fo = f["offset"].float().flip(-1)
-            fo = torch.stack([fo[:, 0], -fo[:, 1]], 1)
-            offset = 0.5 * (offset + fo)
+            if flip_tta_offsets == "average":
+                fo = f["offset"].float().flip(-1)
+                offset = 0.5 * (offset + torch.stack([fo[:, 0], -fo[:, 1]], 1))
         for i in range(len(x)):
             yield {"prob": prob[i].cpu().numpy(), "center": center[i].cpu().numpy(),
                    "offset": offset[i].cpu().numpy()}

@@ -220,8 +220,9 @@ def export_instances(
     use_i2s = config.export_semantic == "i2s" and result.refined is not None
     maps = result.refined if use_i2s else result.semantic
     assert maps is not None
-    for outputs, semantic, yx, cls in zip(predict_outputs(result.model, images, flip_tta=config.bestie.flip_tta),
-                                          maps, points, point_classes):
+    predicted = predict_outputs(result.model, images, flip_tta=config.bestie.flip_tta,
+                                flip_tta_offsets=config.bestie.flip_tta_offsets)
+    for outputs, semantic, yx, cls in zip(predicted, maps, points, point_classes):
         found = [(inst, k) for inst, k in refined_instances(outputs, semantic, yx, cls, thing_classes, config.bestie)
                  if k is not None]
         if config.default_box is not None:
