@@ -84,9 +84,15 @@ class CanonicalSplit:
 
     @cached_property
     def image_labels(self) -> dict[int, list[int]]:
-        """Image id → category ids present (``image_labels.json``)."""
-        d = _read_json(self.root / "image_labels.json")
-        return {int(r["image_id"]): [int(c) for c in r["category_ids"]] for r in d["images"]}
+        """Image id → category ids present (``image_labels.json``, one record for every image of the
+        split: a missing one is an error naming the file)."""
+        path = self.root / "image_labels.json"
+        labels = {int(r["image_id"]): [int(c) for c in r["category_ids"]] for r in _read_json(path)["images"]}
+        missing = [im.id for im in self.images if im.id not in labels]
+        if missing:
+            raise DatasetError(f"no record for {len(missing)} image(s) of the split (first: image_id {missing[0]}); "
+                               f"re-run `bench data prepare --dataset <slot>`", path=path)
+        return labels
 
     def coco(self):
         """A pycocotools ``COCO`` over ``instances.json`` (built once, without its console output)."""

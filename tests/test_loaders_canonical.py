@@ -64,6 +64,18 @@ def test_crowd_only_class_not_in_labels(tmp_path: Path) -> None:
     assert CanonicalDataset(tmp_path / "out").split("train").image_labels == {1: [7]}
 
 
+def test_an_image_without_an_image_labels_record_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    import json
+
+    with CanonicalWriter(tmp_path / "out", name="t", source="test", categories=CATS, progress=False) as w:
+        w.write_split("train", [_record(tmp_path, 1, fill_stuff=7), _record(tmp_path, 2, fill_stuff=7)])
+    path = tmp_path / "out" / "train" / "image_labels.json"
+    labels = json.loads(path.read_text())
+    path.write_text(json.dumps({"images": [r for r in labels["images"] if r["image_id"] != 2]}))
+    with pytest.raises(DatasetError, match=r"image_labels\.json.*no record for 1 image.*image_id 2"):
+        CanonicalDataset(tmp_path / "out").split("train").image_labels
+
+
 @pytest.mark.parametrize("bad,msg", [
     (dict(instances=[Instance(1, mask=np.zeros((4, 6), bool), record="object 1")]), "object 1: instance mask has zero area"),
     (dict(instances=[Instance(9, mask=box_mask(4, 6, slice(0, 1), slice(0, 1)))]), "unknown thing category id 9"),

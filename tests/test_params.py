@@ -85,3 +85,15 @@ def test_synthetic_params_on_a_real_source_are_rejected():
     raw["data"]["voc"]["synthetic"] = {"num_train": 3}
     with pytest.raises(ParamsError, match="only for synthetic sources"):
         validate_params(raw)
+
+
+@pytest.mark.parametrize("extra_convs, pam_layers, ok", [(3, [-1], True), (2, [-1], True), (3, [1, 3], True),
+                                                         (2, [3], False), (3, [1, -3], False), (3, [0], False)])
+def test_pam_layers_must_name_distinct_extra_convs_of_the_classifier(extra_convs, pam_layers, ok):
+    raw = render_profile("embedded")
+    raw["wsss"]["cam"].update(extra_convs=extra_convs, pam_layers=pam_layers)
+    if ok:
+        assert validate_params(raw).wsss.cam.pam_layers == pam_layers
+    else:
+        with pytest.raises(ParamsError, match="pam_layers"):
+            validate_params(raw)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    run(["dvc", "repro"], repo, timeout=3600)  # ~110 smoke stages: ~20 min alone on 2 cores, far more when shared
+    run(["dvc", "repro"], repo, timeout=3600)  # ~140 smoke stages: ~20 min alone on 2 cores, far more when shared
     return repo
 
 

@@ -68,8 +68,9 @@ def test_pam_zeroes_the_last_layer_below_alpha_times_the_channel_max():
 
 
 @pytest.mark.parametrize("use_pam, pam_layers, expected", [
-    (False, (3,), [nn.ReLU, nn.ReLU, nn.ReLU]),
-    (True, (3,), [nn.ReLU, nn.ReLU, PeakAttention]),  # paper Table 8: the last layer (layer 6) only
+    (False, (-1,), [nn.ReLU, nn.ReLU, nn.ReLU]),
+    (True, (-1,), [nn.ReLU, nn.ReLU, PeakAttention]),  # paper Table 8: the last layer (layer 6) only
+    (True, (3,), [nn.ReLU, nn.ReLU, PeakAttention]),  # the same, counted from the front
     (True, (1, 2, 3), [PeakAttention, PeakAttention, PeakAttention]),  # appendix Fig. 10 / release
     (True, (1, 3), [PeakAttention, nn.ReLU, PeakAttention]),  # Table 8's layer 4 + layer 6
     (True, (2,), [nn.ReLU, PeakAttention, nn.ReLU]),  # Table 8's layer 5
@@ -81,7 +82,7 @@ def test_pam_sits_after_the_listed_extra_convs(use_pam, pam_layers, expected):
     assert all(a.alpha == 0.7 for a in net.acts if isinstance(a, PeakAttention))
 
 
-@pytest.mark.parametrize("pam_layers", [(3,), (0,), (), (1, 1)])
+@pytest.mark.parametrize("pam_layers", [(3,), (0,), (-3,), (), (1, 1), (2, -1)])
 def test_config_rejects_pam_layers_that_are_not_distinct_extra_convs(pam_layers):
     with pytest.raises(ValueError, match="pam_layers"):
         CamConfig(extra_convs=2, pam_layers=pam_layers)

@@ -173,8 +173,8 @@ def test_cam_variants_write_train_and_val_maps_and_the_peak_file(name, train_spl
     assert "train.loss" in job.run.metrics and "peaks.precision" in job.run.metrics
 
 
-@pytest.mark.parametrize("name, expected", [("pam-alpha-0.3", {"pam_alpha": 0.3, "pam_layers": [3]}),
-                                            ("pam-alpha-0.5", {"pam_alpha": 0.5, "pam_layers": [3]}),
+@pytest.mark.parametrize("name, expected", [("pam-alpha-0.3", {"pam_alpha": 0.3, "pam_layers": [-1]}),
+                                            ("pam-alpha-0.5", {"pam_alpha": 0.5, "pam_layers": [-1]}),
                                             ("pam-l4", {"pam_alpha": 0.7, "pam_layers": [1]}),
                                             ("pam-l5", {"pam_alpha": 0.7, "pam_layers": [2]}),
                                             ("pam-l4-l5", {"pam_alpha": 0.7, "pam_layers": [1, 2]}),
@@ -183,7 +183,7 @@ def test_cam_variants_write_train_and_val_maps_and_the_peak_file(name, train_spl
                                             ("pam-l4-l6", {"pam_alpha": 0.7, "pam_layers": [1, 3]})])
 def test_bestie_table7_and_8_variants_override_alpha_or_pam_layers(name, expected, train_split, tmp_path):
     # params say α 0.7 on the last layer only; the variant's option wins, the rest stays the params'
-    job = _build_cam(name, train_split, tmp_path / "out", pam_alpha=0.7, pam_layers=[3], peak_threshold=0.0)
+    job = _build_cam(name, train_split, tmp_path / "out", pam_alpha=0.7, pam_layers=[-1], peak_threshold=0.0)
     config = job.info["config"]
     assert config["use_pam"] is True and {k: config[k] for k in expected} == expected
     assert config["extra_channels"] == 8 and (tmp_path / "out" / "train_peaks.json").is_file()

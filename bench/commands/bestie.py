@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.config.loader import flatten
 from bench.io import atomic_path, read_json, write_json, write_run_record
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
@@ -288,13 +289,8 @@ def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
 
 
 def val_image_classes(split: CanonicalSplit) -> dict[int, list[int]]:
-    """Image id → the semantic indices of the classes its image labels name (``image_labels.json``,
-    which lists every image of a split; a missing image is an error naming the file)."""
+    """Image id → the semantic indices of the classes its image labels name (``image_labels.json``)."""
     labels = split.image_labels
-    missing = [im.id for im in split.images if im.id not in labels]
-    if missing:
-        raise ValueError(f"{split.root / 'image_labels.json'}: no record for {len(missing)} image(s) of split "
-                         f"{split.name!r} (first: image_id {missing[0]}); re-run `bench data prepare`")
     return {im.id: [split.dataset.semantic_index(c) for c in labels[im.id]] for im in split.images}
 
 
@@ -347,7 +343,6 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         samples.append(Sample(images[image.id], maps[image.id], targets))
     log.info("semantic knowledge transfer: %s", stats.to_dict())
     info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
-    info["timing"]["rounds"] = []
     train_ims = [images[i.id] for i in train.images]
 
     def refine_all(model: Any) -> list[list[tuple[Any, int | None]]]:
@@ -389,8 +384,8 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
             checkpointing=inputs.checkpointing(f"round{round_}", round_config, sample_arrays(samples)))
         seconds = time.perf_counter() - t0
         info["rounds"].append({"steps": config.iterations})
-        info["timing"]["rounds"].append({"train_seconds": round(seconds, 2),
-                                         "images_per_second": round(config.iterations * config.batch_size / seconds, 2)})
+        info["timing"][f"round{round_}"] = {"train_seconds": round(seconds, 2),
+                                            "images_per_second": round(config.iterations * config.batch_size / seconds, 2)}
         # the final checkpoint already refined the final model (not when a finished checkpoint was resumed)
         refined = at_step[config.iterations] if round_ == last and config.iterations in at_step else refine_all(model)
         if round_ < last:  # Table 5: the refined labels become the next round's pseudo labels
@@ -478,8 +473,8 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
                  **info: Any) -> Iterator[tuple[Any, MethodInputs, Path]]:
     """The frame of a BESTIE / P2Seg run: validated params and the stage's MLflow run, the CPU thread
     cap (the embedded budget: 2 threads), seeding, the splits, the wsss run (``wsss`` with ``{seed}``),
-    and ``runs/<slot>/<method>/<variant>/seed<k>/`` written atomically with ``run.json`` (``info``
-    plus the stage's wall time), beside ``seed<k>.partial/`` for what must survive an interrupted run
+    and ``runs/<slot>/<method>/<variant>/seed<k>/`` written atomically with ``run.json`` (``info``)
+    and ``timing.json`` (its ``timing`` entry plus the stage's wall time), beside ``seed<k>.partial/`` for what must survive an interrupted run
     (training checkpoints, Fig. 6's checkpoint labels) — yields ``(ctx, inputs, out)``."""
     with run_stage(stage, params_path=Path(args.params), method=method, variant=args.variant,
                    dataset=args.dataset) as ctx:
@@ -504,7 +499,7 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
                                     ctx.params.bestie.checkpoint_every), out
             record["timing"]["stage_seconds"] = round(time.perf_counter() - t0, 2)
             write_run_record(out / P.RUN_INFO, record)
-            ctx.run.log_metrics({f"timing.{k}": v for k, v in record["timing"].items() if isinstance(v, (int, float))})
+            ctx.run.log_metrics(flatten({"timing": record["timing"]}))
         shutil.rmtree(partial, ignore_errors=True)
         log.info("%s: %s %s seed %d written (%.1f s)", args.dataset, method, args.variant, args.seed,
                  record["timing"]["stage_seconds"])

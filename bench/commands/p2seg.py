@@ -3,8 +3,8 @@
 
 Writes ``runs/<slot>/p2seg/<variant>/seed<k>/``: ``val_instances.json`` (BESTIE inference on val),
 ``train_pseudo.json`` (the last stage's instance map: one record per point, ``point_annotation_id``
-= the point's GT annotation) and ``run.json`` (per stage: S2I counts, the train mIoU of the semantic
-map the stage trained on and of its I2S map, training time).
+= the point's GT annotation), ``run.json`` (per stage: S2I counts, the train mIoU of the semantic
+map the stage trained on and of its I2S map) and ``timing.json`` (training and val seconds).
 
 Inputs: the WSSS maps of a wsss run (``--wsss``, default ``points-partial/seed<k>``: the
 point-supervised WSSS run of the same seed, Point2Mask Table 4's partial-CE row) and the GT

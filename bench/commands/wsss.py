@@ -132,7 +132,7 @@ def image_label_matrix(split: CanonicalSplit, thing_ids: list[int]) -> np.ndarra
     labels = np.zeros((len(split.images), len(thing_ids)), np.float32)
     by_image = split.image_labels
     for row, image in enumerate(split.images):
-        for cat in by_image.get(image.id, []):
+        for cat in by_image[image.id]:
             if cat in column:
                 labels[row, column[cat]] = 1.0
     return labels
@@ -251,8 +251,8 @@ VARIANTS.add("points-all", Variant(_points, {"use_lab": True, "use_rgb": True}))
 VARIANTS.add("cam", Variant(_cam, {"use_pam": False}))
 VARIANTS.add("pam", Variant(_cam, {"use_pam": True}))
 # BESTIE Table 7 (the PAM controller α) and Table 8 (PAM after other layers: Table 8's layer 4 / 5 / 6
-# = extra conv 1 / 2 / 3, so pam-l4-l6 puts PAM after extra convs 1 and 3): peaks for the bestie
-# variants of the same name
+# = extra conv 1 / 2 / 3 of the release's 3, so pam-l4-l6 puts PAM after extra convs 1 and 3; the
+# classifier must have wsss.cam.extra_convs = 3): peaks for the bestie variants of the same name
 for _alpha in (0.3, 0.5):
     VARIANTS.add(f"pam-alpha-{_alpha}", Variant(_cam, {"use_pam": True, "pam_alpha": _alpha}))
 for _layers in ("l4", "l5", "l4-l5", "l5-l6", "l4-l5-l6", "l4-l6"):

@@ -119,9 +119,10 @@ class WsssCamParams(Section):
     input_size: int = Field(default=128, ge=16, description="images resized to this square (release: 321 crops)")
     pam_alpha: Probability = Field(default=0.7, description="PAM controller alpha (paper: 0.7; Table 7: 0.3-0.7)")
     pam_layers: list[int] = Field(
-        default=[3], min_length=1,
-        description="mode pam: the extra convs (1-based) followed by PAM; Table 8's layer 4/5/6 = extra conv 1/2/3",
-        json_schema_extra={"switch": "[3]: last layer only (paper Table 8, best); [1, 2, 3]: all three extra "
+        default=[-1], min_length=1,
+        description="mode pam: the extra convs followed by PAM, 1-based or from the end (-1 = the last); Table 8's "
+                    "layer 4/5/6 = extra conv 1/2/3",
+        json_schema_extra={"switch": "[-1]: last layer only (paper Table 8, best); [1, 2, 3]: all three extra "
                                      "convs (appendix Fig. 10 and the release)"},
     )
     bg_threshold: Probability = Field(default=0.25, description="background score of the CAM argmax")
@@ -147,10 +148,11 @@ class WsssCamParams(Section):
         for name in ("peak_kernel", "smooth_kernel"):
             if getattr(self, name) % 2 != 1:
                 raise ValueError(f"{name} must be odd, got {getattr(self, name)}")
-        if len(set(self.pam_layers)) != len(self.pam_layers) or \
-                not all(1 <= k <= self.extra_convs for k in self.pam_layers):
-            raise ValueError(f"pam_layers {self.pam_layers} must list distinct extra convs in 1..extra_convs "
-                             f"({self.extra_convs})")
+        n = self.extra_convs
+        positions = {k if k > 0 else n + 1 + k for k in self.pam_layers}
+        if not all(1 <= abs(k) <= n for k in self.pam_layers) or len(positions) != len(self.pam_layers):
+            raise ValueError(f"pam_layers {self.pam_layers} must list distinct extra convs, 1..{n} or -{n}..-1 "
+                             f"(extra_convs = {n})")
         return self
 
 

@@ -8,9 +8,9 @@ Module"; release ``PAM/models/classifier.py``, ``PAM/train.py``, ``PAM/point_ext
   the release), a 1x1 conv to K class maps ("extra_conv4", the CAMs), global average pooling ->
   K logits. Between the extra convs: ReLU, or the peak attention module (PAM, :mod:`.pam`: ReLU,
   then zero every value below alpha x the channel max, alpha = 0.7) after the extra convs listed
-  in ``pam_layers`` (1-based; Table 8's layer 4 / 5 / 6 = extra conv 1 / 2 / 3). The appendix
-  (Fig. 10) and the release put PAM after all three extra convs; Table 8 finds the last layer alone
-  best (41.8 vs 34.8 mAP50), so ``pam_layers = (3,)`` is the default.
+  in ``pam_layers`` (1-based, negative from the end; Table 8's layer 4 / 5 / 6 = extra conv 1 / 2 / 3).
+  The appendix (Fig. 10) and the release put PAM after all three extra convs; Table 8 finds the last
+  layer alone best (41.8 vs 34.8 mAP50), so ``pam_layers = (-1,)`` is the default.
 - **Loss**: ``multilabel_soft_margin_loss(logits, labels)`` (release) = the mean over classes of
   the binary cross-entropy on sigmoid(logit) (paper: "binary cross-entropy") — identical.
 - **CAM** (release ``cam_normalize``): ReLU of the class maps, absent classes zeroed with the
@@ -68,9 +68,10 @@ class CamConfig:
     """Peak attention module after the ``pam_layers`` extra convs (mode ``pam``); False = ReLU (``cam``)."""
     pam_alpha: float = 0.7
     """PAM controller alpha (paper 0.7; Table 7: 0.3-0.7 hardly matter)."""
-    pam_layers: tuple[int, ...] = (3,)
-    """The extra convs (1-based) followed by PAM instead of ReLU: (3,) = the last layer only (paper
-    Table 8's layer 6, best); (1, 2, 3) = all three (appendix Fig. 10, release ``classifier.py``)."""
+    pam_layers: tuple[int, ...] = (-1,)
+    """The extra convs followed by PAM instead of ReLU, 1-based or counted from the end (-1 = the
+    last): (-1,) = the last layer only (paper Table 8's layer 6, best); (1, 2, 3) = all three of
+    the default 3 (appendix Fig. 10, release ``classifier.py``)."""
     backbone: str = "resnet18"
     """timm backbone (``pretrained=False``, ``features_only``; the release: ImageNet VGG-16)."""
     feature_index: int = 2
@@ -112,14 +113,20 @@ class CamConfig:
             raise ValueError(f"pam_alpha must be in [0, 1], got {self.pam_alpha}")
         if self.extra_convs < 1:
             raise ValueError(f"need extra_convs >= 1, got {self.extra_convs}")
-        if not self.pam_layers or len(set(self.pam_layers)) != len(self.pam_layers) or \
-                not all(1 <= k <= self.extra_convs for k in self.pam_layers):
-            raise ValueError(f"pam_layers must list distinct extra convs in 1..{self.extra_convs}, "
+        n = self.extra_convs
+        if not self.pam_layers or not all(1 <= abs(k) <= n for k in self.pam_layers) or \
+                len(self.pam_positions) != len(self.pam_layers):
+            raise ValueError(f"pam_layers must list distinct extra convs, 1..{n} or -{n}..-1, "
                              f"got {list(self.pam_layers)}")
         if min(self.iterations, self.batch_size, self.input_size, self.extra_channels) < 1:
             raise ValueError("iterations, batch_size, input_size and extra_channels must be >= 1")
         if self.optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+
+    @property
+    def pam_positions(self) -> set[int]:
+        """The 1-based positions of the extra convs in ``pam_layers`` (-1 = ``extra_convs``)."""
+        return {k if k > 0 else self.extra_convs + 1 + k for k in self.pam_layers}
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON values (tuples as lists)."""
@@ -166,7 +173,7 @@ class CamNet(nn.Module):
         self.classifier = nn.Conv2d(config.extra_channels, num_classes, 1)
         # activation after each extra conv: PAM after the pam_layers, ReLU elsewhere (release: PAM includes the ReLU)
         self.acts = nn.ModuleList(
-            PeakAttention(config.pam_alpha) if config.use_pam and k in config.pam_layers else nn.ReLU()
+            PeakAttention(config.pam_alpha) if config.use_pam and k in config.pam_positions else nn.ReLU()
             for k in range(1, config.extra_convs + 1)
         )
         self.num_classes = num_classes
