@@ -116,7 +116,9 @@ def test_the_stage_config_reads_mdm_and_the_sweep_fixes_the_ratio() -> None:
     s2i = make_p2seg_config(params, VARIANTS.get("s2i"), seed=0)
     assert not s2i.i2s and s2i.stages == 1
     assert make_p2seg_config(params, VARIANTS.get("bestie-s2i-i2s"), seed=0).s2i == "semantic-first"
-    assert make_p2seg_config(params, VARIANTS.get("resnet"), seed=0).bestie.backbone == params.mdm.resnet_backbone
+    resnet = make_p2seg_config(params, VARIANTS.get("resnet"), seed=0).bestie
+    assert (resnet.backbone, resnet.decoder) == (params.mdm.resnet_backbone, "panoptic-deeplab")
+    assert default.bestie.decoder == "fuse"
 
 
 def test_a_rerun_of_two_checkpointed_stages_resumes_both_to_the_same_weights(tmp_path) -> None:

@@ -193,7 +193,7 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any]) ->
     cluster = ClusterConfig(magnitude_threshold=p.cluster_magnitude, area=p.cluster_area, epsilon=p.cluster_epsilon,
                             inclusive=p.cluster_bounds == "inclusive", min_distance=p.cluster_min_distance)
     config = BestieConfig(
-        supervision=supervision, backbone=p.backbone, out_indices=tuple(p.out_indices),
+        supervision=supervision, backbone=p.backbone, out_indices=tuple(p.out_indices), decoder=p.decoder,
         decoder_channels=p.decoder_channels, head_channels=p.head_channels, iterations=p.iterations,
         batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, warmup_iterations=p.warmup_iterations,
         warmup_factor=p.warmup_factor, poly_power=p.poly_power, crop_size=p.crop_size,

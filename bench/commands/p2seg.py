@@ -12,7 +12,8 @@ points (``data/points/<slot>/<split>_<bestie.point_mode>.json``).
 
 Variants (table rows; one code path, options only — :data:`VARIANTS`, docs/p2seg.md): ``hrnet``
 (the default run: every ``mdm`` value as configured — T5's current point, T6 "points first", the
-source of the ``*-mrcnn`` / ``*-solov2`` segmentor rows), ``resnet`` (``mdm.resnet_backbone``),
+source of the ``*-mrcnn`` / ``*-solov2`` segmentor rows), ``resnet`` (``mdm.resnet_backbone`` with
+``mdm.resnet_decoder``),
 ``s2i`` (no I2S), ``bestie-s2i`` / ``bestie-s2i-i2s`` (BESTIE's semantic-results-first transfer
 in place of S2I, T3), ``hpr-<r>`` (T5's sweep, the hard pixel ratio fixed to r) and the
 training-free ``s2i-transfer`` (the S2I instances themselves, Table 6's controlled "points first").
@@ -48,10 +49,11 @@ SWEEP_RATIOS = ("0.1", "0.2", "0.4", "0.8")
 
 @dataclass(frozen=True)
 class Variant:
-    """A table row: :class:`~methods.p2seg.train.P2SegConfig` overrides, and the backbone field."""
+    """A table row: :class:`~methods.p2seg.train.P2SegConfig` overrides, and the network fields."""
 
     options: dict[str, Any] = field(default_factory=dict)
     backbone: str = "backbone"  # the mdm field naming the backbone
+    decoder: str = "decoder"  # the mdm field naming the decoder
     hard_pixel_ratio: float | None = None  # None = mdm.hard_pixel_ratio
     rows: str = ""
     training: bool = True  # False: the S2I pseudo instances themselves, no network
@@ -60,7 +62,7 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("p2seg variant")
 _NO_I2S = {"i2s": False, "stages": 1}  # without I2S a later stage would re-train on the same maps
 VARIANTS.add("hrnet", Variant(rows="T1/T2/T4 'Ours (HRNet)' via the segmentor; T5 current ratio; T6 points first"))
-VARIANTS.add("resnet", Variant(backbone="resnet_backbone", rows="T1 'Ours (R101)' via the segmentor"))
+VARIANTS.add("resnet", Variant(backbone="resnet_backbone", decoder="resnet_decoder", rows="T1 'Ours (R101)' via the segmentor"))
 VARIANTS.add("s2i", Variant(options=_NO_I2S, rows="T3 S2I without I2S"))
 VARIANTS.add("bestie-s2i", Variant(options={**_NO_I2S, "s2i": "semantic-first"}, rows="T3 BESTIE transfer"))
 VARIANTS.add("bestie-s2i-i2s", Variant(options={"s2i": "semantic-first"}, rows="T3 BESTIE transfer + I2S"))
@@ -78,9 +80,9 @@ def make_p2seg_config(params: Any, variant: Variant, seed: int) -> Any:
     bestie = make_config(params.bestie, "points", seed, {})
     ratio = m.hard_pixel_ratio if variant.hard_pixel_ratio is None else variant.hard_pixel_ratio
     bestie = dataclasses.replace(
-        bestie, backbone=getattr(m, variant.backbone), iterations=m.iterations, batch_size=m.batch_size,
-        warmup_iterations=m.warmup_iterations,
-        optimizer=m.optimizer, lr=m.lr, weight_decay=m.weight_decay, offset_loss=m.offset_loss,
+        bestie, backbone=getattr(m, variant.backbone), decoder=getattr(m, variant.decoder), iterations=m.iterations,
+        batch_size=m.batch_size, warmup_iterations=m.warmup_iterations, optimizer=m.optimizer, lr=m.lr,
+        weight_decay=m.weight_decay, offset_loss=m.offset_loss,
         hard_pixel_ratio=ratio, refined_offset_target="center",  # Eq. 2: offsets point to the annotated points
         loss_weights=LossWeights(center=params.bestie.lambda_center, offset=m.lambda_offset,
                                  semantic=m.lambda_semantic))

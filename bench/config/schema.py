@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Ratio = Annotated[float, Field(gt=0.0, le=1.0)]
+#: BESTIE / P2Seg decoders (methods.bestie.model.DECODERS; a test checks the two lists agree).
+Decoder = Literal["fuse", "panoptic-deeplab"]
 
 
 class Section(BaseModel):
@@ -175,8 +177,13 @@ class BestieParams(Section):
     backbone: str = Field(default="regnetx_002", description="timm backbone, pretrained=False (paper: hrnet_w48)")
     out_indices: list[Annotated[int, Field(ge=0, le=5)]] = Field(
         default=[1, 2, 3], min_length=1, description="backbone levels fused at the finest (stride-4) level")
-    decoder_channels: int = Field(default=48, ge=8, description="fused feature width (release: 48-ch HRNet branches)")
-    head_channels: int = Field(default=48, ge=8, description="hidden width of each head (release: 256)")
+    decoder: Decoder = Field(
+        default="fuse", description="fuse: every level resized to stride 4 and concatenated (release HRNet-W48 path); "
+                                    "panoptic-deeplab: Panoptic-DeepLab's semantic + instance decoders "
+                                    "(release ResNet path)")
+    decoder_channels: int = Field(default=48, ge=8, description="fuse decoder width (release: 48-ch HRNet branches)")
+    head_channels: int = Field(default=48, ge=8, description="hidden width of each head (release: 256); the "
+                                                             "panoptic-deeplab decoder's widths scale with it")
     iterations: int = Field(default=200, ge=1, description="optimizer steps per training round")
     batch_size: int = Field(default=8, ge=1, description="images per step (paper 32, release 16)")
     lr: float = Field(default=1e-3, gt=0, description="Adam lr (paper 5e-5 with a pretrained HRNet; from scratch here)")
@@ -288,7 +295,12 @@ class MdmParams(Section):
                         json_schema_extra={"switch": "paper: recurrent stages (count not given); release: 1"})
     backbone: str = Field(default="regnetx_002", description="timm backbone of the default run, pretrained=False "
                                                              "(paper: hrnet_w48; the HRNet-style row)")
+    decoder: Decoder = Field(default="fuse", description="decoder of the default run (the HRNet-style row: the "
+                                                          "release's HRNet path, fuse)")
     resnet_backbone: str = Field(default="resnet18", description="timm backbone of the ResNet row (paper: resnet101)")
+    resnet_decoder: Decoder = Field(default="panoptic-deeplab",
+                                    description="decoder of the ResNet row (BESTIE's release, which P2Seg builds on: "
+                                                "the Panoptic-DeepLab decoder for ResNets)")
     iterations: int = Field(default=200, ge=1, description="optimizer steps per stage (paper: 50k VOC, 100k COCO; "
                                                           "embedded: BESTIE's budget)")
     batch_size: int = Field(default=8, ge=1, description="images per step (paper 8)")

@@ -55,6 +55,7 @@ class BestieConfig:
     # network
     backbone: str = "resnet18"
     out_indices: tuple[int, ...] = (1, 2, 3)
+    decoder: str = "fuse"  # methods.bestie.model.DECODERS: release HRNet path (fuse) / ResNet path (panoptic-deeplab)
     decoder_channels: int = 64
     head_channels: int = 64
     # optimisation (paper: Adam 5e-5, poly; release: + 2000-iteration warm-up from 0.001x)
@@ -351,10 +352,15 @@ def lr_factor(step: int, config: BestieConfig) -> float:
     return poly
 
 
+def network_options(config: BestieConfig) -> dict[str, object]:
+    """The :class:`BestieNet` keyword arguments of a config: backbone, levels, decoder and widths."""
+    return {"backbone": config.backbone, "out_indices": config.out_indices, "decoder": config.decoder,
+            "decoder_channels": config.decoder_channels, "head_channels": config.head_channels}
+
+
 def build_model(num_semantic: int, num_things: int, config: BestieConfig) -> BestieNet:
-    """BESTIE's network with the config's backbone and widths."""
-    return BestieNet(num_semantic, num_things, backbone=config.backbone, out_indices=config.out_indices,
-                     decoder_channels=config.decoder_channels, head_channels=config.head_channels)
+    """BESTIE's network with the config's backbone, decoder and widths."""
+    return BestieNet(num_semantic, num_things, **network_options(config))  # type: ignore[arg-type]
 
 
 def train_bestie(

@@ -25,20 +25,20 @@ class P2SegNet(BestieNet):
     def __init__(self, num_semantic: int, num_center: int, *, embed_dim: int = 256, affinity_pool: int = 1,
                  **bestie_kwargs: object) -> None:
         super().__init__(num_semantic, num_center, **bestie_kwargs)  # type: ignore[arg-type]
-        self.affinity_head = AffinityHead(self.fuse[0].out_channels, embed_dim, pool=affinity_pool)
+        self.affinity_head = AffinityHead(self.decoder.semantic_channels, embed_dim, pool=affinity_pool)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.features(x)
         out = self.heads(f, x.shape[-2:])
-        out["embedding"] = self.affinity_head(f)
+        out["embedding"] = self.affinity_head(f.semantic)
         return out
 
     def grid_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class probabilities C (B, S, h, w), embeddings F (B, D, h, w)) on the affinity grid: the
         semantic head's softmax at stride 4, average-pooled like the embeddings when pooled."""
         f = self.features(x)
-        prob = self.semantic_head(f).float().softmax(1)
+        prob = self.semantic_head(f.semantic).float().softmax(1)
         pool = self.affinity_head.pool
         if pool > 1:
             prob = F.avg_pool2d(prob, pool)
-        return prob, self.affinity_head(f).float()
+        return prob, self.affinity_head(f.semantic).float()

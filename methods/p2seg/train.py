@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from methods.bestie import Instance, TransferStats
 from methods.bestie.train import (BestieConfig, Checkpointing, ExtraLoss, Sample, TrainBatch, build_pseudo_targets,
-                                  image_batches, predict_outputs, refined_instances, train_bestie)
+                                  image_batches, network_options, predict_outputs, refined_instances, train_bestie)
 from methods.bestie.transfer import OffsetTarget
 
 from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
@@ -153,11 +153,9 @@ def i2s_term(config: P2SegConfig) -> ExtraLoss:
 
 
 def build_model(num_semantic: int, num_things: int, config: P2SegConfig) -> P2SegNet:
-    """P2Seg's network with the BESTIE config's backbone and widths and the affinity head."""
-    b = config.bestie
+    """P2Seg's network: the BESTIE config's backbone, decoder and widths, and the affinity head."""
     return P2SegNet(num_semantic, num_things, embed_dim=config.embed_dim, affinity_pool=config.affinity_pool,
-                    backbone=b.backbone, out_indices=b.out_indices, decoder_channels=b.decoder_channels,
-                    head_channels=b.head_channels)
+                    **network_options(config.bestie))
 
 
 @torch.no_grad()
