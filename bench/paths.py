@@ -33,3 +33,17 @@ def run_dir(slot: str, method: str, variant: str) -> Path:
 
 def metrics_file(slot: str, method: str, variant: str, seed: int = 0) -> Path:
     return METRICS / slot / method / variant / f"seed{seed}.json"
+
+
+def pretrain_dir(slot: str) -> Path:
+    return RUNS / slot / "pretrain"
+
+
+def backbone_checkpoint(slot: str, init: str, backbone: str) -> str | None:
+    """The checkpoint a ``backbone_init`` value names for ``backbone``: None for ``scratch``,
+    ``runs/<slot>/pretrain/<backbone>.pt`` for ``pretrain``, else ``<init>/<backbone>.pt`` (a folder of
+    checkpoints). Existence is checked where the weights are loaded."""
+    if init == "scratch":
+        return None
+    folder = pretrain_dir(slot) if init == "pretrain" else Path(init)
+    return str(folder / f"{backbone}.pt")

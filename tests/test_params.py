@@ -69,7 +69,7 @@ def test_flatten_gives_dotted_keys():
 
 def test_required_section_names_are_fixed():
     sections = set(render_profile("embedded"))
-    assert sections == {"profile", "data", "points", "wsss", "bestie", "mdm", "point2mask", "jtsm",
+    assert sections == {"profile", "data", "points", "wsss", "pretrain", "bestie", "mdm", "point2mask", "jtsm",
                         "segmentor", "eval", "tracking", "report"}
 
 

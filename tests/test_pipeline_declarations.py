@@ -10,7 +10,7 @@ from bench.stages.base import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 #: dvc.yaml stage → the stage kind its command runs.
-STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "reference": "reference",
+STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "reference": "reference", "pretrain": "pretrain",
               "evaluate-wsss": "evaluate",
               "wsss-table4": "wsss", "evaluate-wsss-table4": "evaluate",
               "wsss-image": "wsss", "evaluate-wsss-image": "evaluate", "wsss-pam-ablation": "wsss",
@@ -55,6 +55,17 @@ def test_declared_params_match_the_sections_the_stage_reads():
         declared = _roots(body.get("params", []))
         reads = {s.split(".")[0] for s in STAGES.get(STAGE_KIND[name]).sections}
         assert declared == reads, f"dvc.yaml stage {name!r}: declares {sorted(declared)}, code reads {sorted(reads)}"
+
+
+def test_every_trained_bestie_or_p2seg_stage_depends_on_its_slots_pretrained_backbones():
+    """backbone_init: pretrain reads runs/<slot>/pretrain: re-training the backbones re-runs the methods."""
+    training_free = {"bestie-baseline", "p2seg-transfer"}  # rules on WSSS maps: no network
+    for name, stage in _dvc_stages().items():
+        if STAGE_KIND[name] not in ("bestie", "p2seg") or name in training_free:
+            continue
+        body = stage.get("do", stage)
+        slot = "coco" if "--dataset coco" in body["cmd"] else "voc"
+        assert f"runs/{slot}/pretrain" in body["deps"], name
 
 
 def test_tracking_is_never_a_dependency():

@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "bench.commands.data",
     "bench.commands.points",
     "bench.commands.wsss",
+    "bench.commands.pretrain",
     "bench.commands.reference",
     "bench.commands.bestie",
     "bench.commands.p2seg",

@@ -41,7 +41,7 @@ from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.config.loader import flatten
 from bench.io import atomic_path, read_json, write_json, write_run_record
-from bench.paths import canonical_dir, points_file, run_dir
+from bench.paths import backbone_checkpoint, canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import StageInfo, declare_stage, run_stage, seed_everything
 from datasets.canonical import CanonicalDataset, CanonicalSplit
@@ -185,15 +185,18 @@ def load_semantic_maps(folder: Path, split: CanonicalSplit) -> dict[int, np.ndar
 # ---------------------------------------------------------------------------------------------
 
 
-def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any]) -> Any:
-    """The validated ``bestie`` section → :class:`methods.bestie.train.BestieConfig` (+ variant options)."""
+def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any], *, slot: str = "voc") -> Any:
+    """The validated ``bestie`` section → :class:`methods.bestie.train.BestieConfig` (+ variant options);
+    ``slot`` locates the backbone checkpoint ``backbone_init`` names (:func:`bench.paths.backbone_checkpoint`)."""
     from methods.bestie import ClusterConfig, LossWeights
     from methods.bestie.train import BestieConfig
 
     cluster = ClusterConfig(magnitude_threshold=p.cluster_magnitude, area=p.cluster_area, epsilon=p.cluster_epsilon,
                             inclusive=p.cluster_bounds == "inclusive", min_distance=p.cluster_min_distance)
     config = BestieConfig(
-        supervision=supervision, backbone=p.backbone, out_indices=tuple(p.out_indices), decoder=p.decoder,
+        supervision=supervision, backbone=p.backbone,
+        backbone_weights=backbone_checkpoint(slot, p.backbone_init, p.backbone),
+        out_indices=tuple(p.out_indices), decoder=p.decoder,
         decoder_channels=p.decoder_channels, head_channels=p.head_channels, iterations=p.iterations,
         batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, warmup_iterations=p.warmup_iterations,
         warmup_factor=p.warmup_factor, poly_power=p.poly_power, crop_size=p.crop_size,
@@ -326,7 +329,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     from methods.bestie import TransferStats
 
     p, dataset, train, info = ctx.params.bestie, inputs.dataset, inputs.train, inputs.info
-    config = make_config(p, variant.supervision, args.seed, variant.options)
+    config = make_config(p, variant.supervision, args.seed, variant.options, slot=args.dataset)
     things = thing_classes(dataset)
     maps = load_semantic_maps(inputs.wsss / P.TRAIN_SEMANTIC_DIR, train)
     if variant.supervision == "points":

@@ -36,7 +36,7 @@ from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.commands.bestie import (MethodInputs, load_cues, load_semantic_maps, make_config, method_stage,
                                    predict_val, pseudo_records, sample_arrays, thing_classes, write_rule_outputs)
 from bench.io import write_json
-from bench.paths import canonical_dir, points_file
+from bench.paths import backbone_checkpoint, canonical_dir, points_file
 from bench.registry import Registry
 from bench.stages.base import declare_stage
 from datasets.canonical import CanonicalSplit
@@ -53,6 +53,7 @@ class Variant:
 
     options: dict[str, Any] = field(default_factory=dict)
     backbone: str = "backbone"  # the mdm field naming the backbone
+    backbone_init: str = "backbone_init"  # the mdm field naming where that backbone starts
     decoder: str = "decoder"  # the mdm field naming the decoder
     hard_pixel_ratio: float | None = None  # None = mdm.hard_pixel_ratio
     rows: str = ""
@@ -62,7 +63,8 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("p2seg variant")
 _NO_I2S = {"i2s": False, "stages": 1}  # without I2S a later stage would re-train on the same maps
 VARIANTS.add("hrnet", Variant(rows="T1/T2/T4 'Ours (HRNet)' via the segmentor; T5 current ratio; T6 points first"))
-VARIANTS.add("resnet", Variant(backbone="resnet_backbone", decoder="resnet_decoder", rows="T1 'Ours (R101)' via the segmentor"))
+VARIANTS.add("resnet", Variant(backbone="resnet_backbone", backbone_init="resnet_backbone_init",
+                                  decoder="resnet_decoder", rows="T1 'Ours (R101)' via the segmentor"))
 VARIANTS.add("s2i", Variant(options=_NO_I2S, rows="T3 S2I without I2S"))
 VARIANTS.add("bestie-s2i", Variant(options={**_NO_I2S, "s2i": "semantic-first"}, rows="T3 BESTIE transfer"))
 VARIANTS.add("bestie-s2i-i2s", Variant(options={"s2i": "semantic-first"}, rows="T3 BESTIE transfer + I2S"))
@@ -71,16 +73,20 @@ for _ratio in SWEEP_RATIOS:
     VARIANTS.add(f"hpr-{_ratio}", Variant(hard_pixel_ratio=float(_ratio), rows=f"T5 hard pixel ratio {_ratio}"))
 
 
-def make_p2seg_config(params: Any, variant: Variant, seed: int) -> Any:
-    """The validated ``bestie`` and ``mdm`` sections → :class:`~methods.p2seg.train.P2SegConfig`."""
+def make_p2seg_config(params: Any, variant: Variant, seed: int, *, slot: str = "voc") -> Any:
+    """The validated ``bestie`` and ``mdm`` sections → :class:`~methods.p2seg.train.P2SegConfig`; ``slot``
+    locates the backbone checkpoint ``mdm.backbone_init`` names."""
     from methods.bestie import LossWeights
     from methods.p2seg.train import P2SegConfig
 
     m = params.mdm
-    bestie = make_config(params.bestie, "points", seed, {})
+    bestie = make_config(params.bestie, "points", seed, {}, slot=slot)
+    backbone = getattr(m, variant.backbone)
+    init = getattr(m, variant.backbone_init)
     ratio = m.hard_pixel_ratio if variant.hard_pixel_ratio is None else variant.hard_pixel_ratio
     bestie = dataclasses.replace(
-        bestie, backbone=getattr(m, variant.backbone), decoder=getattr(m, variant.decoder), iterations=m.iterations,
+        bestie, backbone=backbone, backbone_weights=backbone_checkpoint(slot, init, backbone),
+        decoder=getattr(m, variant.decoder), iterations=m.iterations,
         batch_size=m.batch_size, warmup_iterations=m.warmup_iterations, optimizer=m.optimizer, lr=m.lr,
         weight_decay=m.weight_decay, offset_loss=m.offset_loss,
         hard_pixel_ratio=ratio, refined_offset_target="center",  # Eq. 2: offsets point to the annotated points
@@ -112,7 +118,7 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
     from methods.p2seg.train import export_instances, train_p2seg
 
     dataset, train, info = inputs.dataset, inputs.train, inputs.info
-    config = make_p2seg_config(ctx.params, variant, args.seed)
+    config = make_p2seg_config(ctx.params, variant, args.seed, slot=args.dataset)
     things = thing_classes(dataset)
     num_semantic = len(dataset.semantic_classes)
     maps = load_semantic_maps(inputs.wsss / P.TRAIN_SEMANTIC_DIR, train)

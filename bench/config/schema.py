@@ -17,6 +17,16 @@ Ratio = Annotated[float, Field(gt=0.0, le=1.0)]
 Decoder = Literal["fuse", "panoptic-deeplab"]
 
 
+#: Where a method's backbone starts (``bestie.backbone_init``, ``mdm.backbone_init``).
+BACKBONE_INITS = ("scratch", "pretrain")
+BackboneInit = Annotated[str, Field(
+    min_length=1, description="scratch: random weights; pretrain: the pretrain stage's classification weights of "
+                              "the backbone for the slot, runs/<slot>/pretrain/<backbone>.pt (the synthetic profiles' "
+                              "stand-in for ImageNet weights; the backbone must be in pretrain.backbones); any other "
+                              "value: a folder holding <backbone>.pt checkpoints of the timm backbones (e.g. ImageNet "
+                              "weights for the paper profiles)")]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -174,7 +184,8 @@ class BestieParams(Section):
 
     point_mode: Literal["uniform", "center", "p10"] = Field(
         default="center", description="points file of the point setting (BESTIE / P2Seg: centre points)")
-    backbone: str = Field(default="regnetx_002", description="timm backbone, pretrained=False (paper: hrnet_w48)")
+    backbone: str = Field(default="regnetx_002", description="timm backbone (paper: hrnet_w48, ImageNet weights)")
+    backbone_init: BackboneInit = "pretrain"
     out_indices: list[Annotated[int, Field(ge=0, le=5)]] = Field(
         default=[1, 2, 3], min_length=1, description="backbone levels fused at the finest (stride-4) level")
     decoder: Decoder = Field(
@@ -293,11 +304,15 @@ class MdmParams(Section):
     stages: int = Field(default=1, ge=1, le=5,
                         description="recurrent MDM stages: stage k+1 trains on stage k's I2S semantic map",
                         json_schema_extra={"switch": "paper: recurrent stages (count not given); release: 1"})
-    backbone: str = Field(default="regnetx_002", description="timm backbone of the default run, pretrained=False "
+    backbone: str = Field(default="regnetx_002", description="timm backbone of the default run "
                                                              "(paper: hrnet_w48; the HRNet-style row)")
+    backbone_init: BackboneInit = "pretrain"
     decoder: Decoder = Field(default="fuse", description="decoder of the default run (the HRNet-style row: the "
                                                           "release's HRNet path, fuse)")
     resnet_backbone: str = Field(default="resnet18", description="timm backbone of the ResNet row (paper: resnet101)")
+    resnet_backbone_init: BackboneInit = Field(
+        default="scratch", description="where the ResNet row's backbone starts (values as backbone_init). Embedded: "
+                                       "scratch — pre-training resnet18 costs ~4x regnetx_002's CPU time")
     resnet_decoder: Decoder = Field(default="panoptic-deeplab",
                                     description="decoder of the ResNet row (BESTIE's release, which P2Seg builds on: "
                                                 "the Panoptic-DeepLab decoder for ResNets)")
@@ -467,11 +482,33 @@ class ReportParams(Section):
     decimals: int = Field(default=1, ge=0, le=4, description="decimals printed in tables")
 
 
+class PretrainParams(Section):
+    """Backbone pre-training (stage ``pretrain``, methods/backbones.py, docs/pretrain.md): multi-label image
+    classification on a separate image stream of a synthetic slot's generator — the synthetic profiles'
+    stand-in for the ImageNet weights every paper starts from (image-level labels of images no split
+    contains). Read by ``backbone_init: pretrain``; real-data slots point ``backbone_init`` at a checkpoint."""
+
+    backbones: list[Annotated[str, Field(min_length=1)]] = Field(
+        default=["regnetx_002"],
+        description="timm backbones pre-trained for every slot (those a method's backbone_init: pretrain reads); "
+                    "[] for real-data profiles, whose methods read ImageNet checkpoints")
+    images: int = Field(default=3000, ge=1, description="training images rendered from the pretrain stream")
+    val_images: int = Field(default=256, ge=1, description="held-out images (the next indices of the stream) scored "
+                                                           "for mAP / accuracy")
+    iterations: int = Field(default=1500, ge=1, description="optimizer steps per backbone")
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=2e-3, gt=0, description="AdamW peak learning rate (linear warm-up, cosine decay)")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_fraction: float = Field(default=0.05, ge=0, lt=1, description="share of the steps spent warming up")
+    seed: int = Field(default=0, ge=0, description="training seed (the images depend on the slot's data seed only)")
+
+
 class Params(Section):
     profile: Literal["embedded", "smoke", "voc", "coco"] = "embedded"
     data: DataParams = DataParams()
     points: PointsParams = PointsParams()
     wsss: WsssParams = WsssParams()
+    pretrain: PretrainParams = PretrainParams()
     bestie: BestieParams = BestieParams()
     mdm: MdmParams = MdmParams()
     point2mask: Point2MaskParams = Point2MaskParams()
@@ -480,3 +517,16 @@ class Params(Section):
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()
     report: ReportParams = ReportParams()
+
+    @model_validator(mode="after")
+    def _pretrained_backbones_exist(self) -> "Params":
+        """``backbone_init: pretrain`` reads the pretrain stage's weights of that backbone: it must be pre-trained."""
+        trained = set(self.pretrain.backbones)
+        users = {"bestie.backbone_init": (self.bestie.backbone_init, self.bestie.backbone),
+                 "mdm.backbone_init": (self.mdm.backbone_init, self.mdm.backbone),
+                 "mdm.resnet_backbone_init": (self.mdm.resnet_backbone_init, self.mdm.resnet_backbone)}
+        for key, (init, name) in users.items():
+            if init == "pretrain" and name not in trained:
+                raise ValueError(f"{key}: pretrain needs backbone {name!r} in pretrain.backbones (now "
+                                 f"{sorted(trained)}); add it there, or set {key} to scratch or a checkpoint folder")
+        return self

@@ -11,12 +11,14 @@ Presets are registered by name in :data:`PRESETS` (``synth-voc``, ``synth-coco``
 from .base import GenerationSummary, ImageOutput, PresetWriter, SplitStats, WorkItem, image_rng, size_class
 from .coco_writer import SynthCOCOWriter
 from .params import SynthCOCOParams, SynthVOCParams, params_from_mapping
-from .registry import MANIFEST, PRESETS, Preset, categories, generate, make_params, register_preset
+from .registry import (MANIFEST, PRESETS, PRETRAIN_STREAM, Preset, categories, generate, make_params, register_preset,
+                       render_classification_set)
 from .voc_writer import SynthVOCWriter, voc_palette
 
 __all__ = [
     "MANIFEST",
     "PRESETS",
+    "PRETRAIN_STREAM",
     "GenerationSummary",
     "ImageOutput",
     "Preset",
@@ -33,6 +35,7 @@ __all__ = [
     "make_params",
     "params_from_mapping",
     "register_preset",
+    "render_classification_set",
     "size_class",
     "voc_palette",
 ]

@@ -13,14 +13,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
-from .base import GenerationSummary, ImageOutput, PresetWriter, SplitStats, WorkItem
+from .base import GenerationSummary, ImageOutput, PresetWriter, SplitStats, WorkItem, image_rng
 from .coco_writer import SynthCOCOWriter
 from .params import params_from_mapping
+from .scene import render_scene
 from .voc_writer import SynthVOCWriter
 
-__all__ = ["MANIFEST", "PRESETS", "Preset", "categories", "generate", "make_params", "register_preset"]
+__all__ = ["MANIFEST", "PRESETS", "PRETRAIN_STREAM", "Preset", "categories", "generate", "make_params",
+           "register_preset", "render_classification_set"]
 
 MANIFEST = "synthetic_manifest.json"
 """Written last into a generated root; its presence marks the folder complete."""
@@ -68,6 +71,34 @@ def categories(preset: str, **params: Any) -> list[dict[str, Any]]:
     """Categories (COCO-panoptic dicts: id, name, supercategory, isthing, color) of a preset."""
     spec = _preset(preset)
     return spec.writer_cls(make_params(preset, **params)).categories()
+
+
+PRETRAIN_STREAM = "pretrain"
+"""The image stream of :func:`render_classification_set`: images are seeded by (seed, stream, index)
+(:func:`~datasets.synthetic.base.image_rng`), so no image of this stream is an image of a split."""
+SPLIT_STREAMS = frozenset({"train", "val", "sbd_only"})
+
+
+def render_classification_set(preset: str, count: int, *, stream: str = PRETRAIN_STREAM, offset: int = 0,
+                              progress: bool = True, **params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` scenes of ``preset`` with their image-level labels, in memory: images (N, H, W, 3) uint8
+    and multi-hot thing-class labels (N, K) float32 (column k = thing category k + 1 of the dataset; a
+    class is present when one of its annotated instances is). Drawn from ``stream``, indices
+    ``offset`` … ``offset + count - 1``, with the dataset's parameters — the same classes and
+    appearance, never an image of the dataset's splits. Every scene holds at least one instance."""
+    if stream in SPLIT_STREAMS:
+        raise ValueError(f"stream {stream!r} is a split of the generated datasets; use another name")
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    writer = _preset(preset).writer_cls(make_params(preset, **params))
+    h, w = writer.params.image_size
+    images = np.empty((count, h, w, 3), np.uint8)
+    labels = np.zeros((count, len(writer.things)), np.float32)
+    for i in tqdm(range(count), desc=f"render {stream}", unit="img", leave=False, disable=not progress):
+        scene = render_scene(writer.cfg, image_rng(writer.params.seed, stream, offset + i), require_object=True)
+        images[i] = scene.image
+        labels[i, [o.category for o in scene.objects if o.kept and not o.crowd]] = 1.0
+    return images, labels
 
 
 # worker-process cache: one writer per (preset, params)

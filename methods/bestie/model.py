@@ -31,11 +31,14 @@ short schedule — docs/bestie.md; val mAP50 6.5 → 16.8).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from methods.backbones import feature_extractor, load_backbone_weights
 
 __all__ = ["BestieNet", "DECODERS", "DecoderFeatures", "FuseDecoder", "PanopticDeepLabDecoder", "Head",
            "SeparableHead"]
@@ -188,7 +191,10 @@ def _init_release(modules: Sequence[nn.Module]) -> None:
 class BestieNet(nn.Module):
     """timm backbone + decoder + semantic / centre / offset heads.
 
-    ``forward`` returns ``{"semantic": (B, S, H, W), "center": (B, C, H, W), "offset": (B, 2, H, W)}``
+    The backbone starts from random weights, or from ``backbone_weights`` (a local checkpoint of the same
+    timm model: ImageNet weights, or the pretrain stage's, :mod:`methods.backbones`); decoder and heads
+    always start from their own init. ``forward`` returns
+    ``{"semantic": (B, S, H, W), "center": (B, C, H, W), "offset": (B, 2, H, W)}``
     at the input resolution; :meth:`features` gives the decoder's stride-4 maps (for methods that add
     heads, e.g. P2Seg's affinity on the semantic features).
     """
@@ -203,14 +209,14 @@ class BestieNet(nn.Module):
         decoder: str = "fuse",
         decoder_channels: int = 64,
         head_channels: int = 64,
+        backbone_weights: str | Path | None = None,
     ) -> None:
         super().__init__()
-        import timm
-
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {sorted(DECODERS)}")
-        self.backbone = timm.create_model(backbone, pretrained=False, features_only=True,
-                                          out_indices=tuple(out_indices))
+        self.backbone = feature_extractor(backbone, out_indices)
+        if backbone_weights is not None:
+            load_backbone_weights(self.backbone, backbone_weights)
         info = self.backbone.feature_info
         self.stride = int(info.reduction()[0])
         self.decoder = DECODERS[decoder](info.channels(), info.reduction(), decoder_channels, head_channels)

@@ -6,7 +6,7 @@ forward, build the refined targets from the detached outputs (self-refinement, p
 setting), and minimise Eq. 6 (:func:`~methods.bestie.losses.bestie_loss`). Adam, linear warm-up
 then poly LR (release). Seeded; deterministic on CPU; AMP on CUDA.
 
-No pipeline imports: numpy, scipy, opencv, torch, timm, tqdm (and the shared `methods.runtime`).
+No pipeline imports: numpy, scipy, opencv, torch, timm, tqdm (and the shared `methods.runtime`, `methods.backbones`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import torch
 
+from methods.backbones import IMAGENET_MEAN, normalize_images
 from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .instances import ClusterConfig, Instance, group_to_points, segment_instances
@@ -36,15 +37,6 @@ __all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "Checkpointing",
            "train_bestie", "image_batches", "predict_outputs", "infer_instances", "refined_instances",
            "normalize_images"]
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-
-
-def normalize_images(x: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) uint8 → ImageNet mean/std-normalised float32."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x.float() / 255.0 - mean) / std
 
 
 @dataclass(frozen=True)
@@ -58,6 +50,7 @@ class BestieConfig:
     decoder: str = "fuse"  # methods.bestie.model.DECODERS: release HRNet path (fuse) / ResNet path (panoptic-deeplab)
     decoder_channels: int = 64
     head_channels: int = 64
+    backbone_weights: str | None = None  # a local checkpoint of the backbone (None: random weights)
     # optimisation (paper: Adam 5e-5, poly; release: + 2000-iteration warm-up from 0.001x)
     optimizer: Literal["adam", "adamw"] = "adam"
     iterations: int = 300
@@ -188,7 +181,7 @@ def _augment(sample: Sample, config: BestieConfig, rng: np.random.Generator) -> 
     c = config.crop_size
     ph, pw = max(c - h, 0), max(c - w, 0)
     if ph or pw:
-        fill = tuple(int(v) for v in np.round(IMAGENET_MEAN * 255))
+        fill = tuple(int(v) for v in np.round(np.asarray(IMAGENET_MEAN) * 255))
         image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
         semantic = np.pad(semantic, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
         inst = np.pad(inst, ((0, ph), (0, pw)))
@@ -355,7 +348,8 @@ def lr_factor(step: int, config: BestieConfig) -> float:
 def network_options(config: BestieConfig) -> dict[str, object]:
     """The :class:`BestieNet` keyword arguments of a config: backbone, levels, decoder and widths."""
     return {"backbone": config.backbone, "out_indices": config.out_indices, "decoder": config.decoder,
-            "decoder_channels": config.decoder_channels, "head_channels": config.head_channels}
+            "decoder_channels": config.decoder_channels, "head_channels": config.head_channels,
+            "backbone_weights": config.backbone_weights}
 
 
 def build_model(num_semantic: int, num_things: int, config: BestieConfig) -> BestieNet:

@@ -19,6 +19,8 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from methods.backbones import load_backbone_weights
+
 __all__ = ["TimmFPN"]
 
 
@@ -50,7 +52,7 @@ class TimmFPN(nn.Module):
 
         self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=tuple(out_indices))
         if weights is not None:
-            load_timm_weights(self.body, Path(weights))
+            load_backbone_weights(self.body, weights, param="segmentor.backbone_weights")
         in_channels = list(self.body.feature_info.channels())
         self.strides = tuple(int(s) for s in self.body.feature_info.reduction())
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool() if extra_pool else None)
@@ -59,19 +61,3 @@ class TimmFPN(nn.Module):
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         features = self.body(x)
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
-
-
-def load_timm_weights(body: nn.Module, path: Path) -> None:
-    """Load a local checkpoint into a ``features_only`` timm model (classifier keys ignored)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone weights {path} do not exist (segmentor.backbone_weights)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    own = body.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    if missing:
-        raise ValueError(f"backbone weights {path} lack {len(missing)} keys of the feature extractor, "
-                         f"e.g. {missing[:3]}")
-    body.load_state_dict({k: state[k] for k in own}, strict=True)

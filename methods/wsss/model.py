@@ -16,18 +16,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from methods.backbones import IMAGENET_MEAN, IMAGENET_STD, normalize_images
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PointSegNet", "normalize_images"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) uint8 or [0, 1] float -> ImageNet mean/std-normalised float32."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 class PointSegNet(nn.Module):

@@ -1,0 +1,77 @@
+"""``bench pretrain`` — classification pre-training of the methods' backbones (stage ``pretrain``).
+
+Writes ``runs/<slot>/pretrain/<backbone>.pt`` (the timm feature extractor's ``state_dict``) for every
+backbone in ``pretrain.backbones``, ``run.json`` (what ran, the held-out scores and their history) and
+the DVC metric ``metrics/<slot>/pretrain/summary.json``. Methods read the weights with
+``backbone_init: pretrain`` (``bestie``, ``mdm``). The images are a separate stream of the slot's
+synthetic generator (:func:`datasets.synthetic.render_classification_set`), labelled with the classes
+present only: the synthetic profiles' stand-in for the ImageNet weights the papers start from
+(docs/pretrain.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.io import atomic_path, write_json, write_run_record
+from bench.paths import METRICS, pretrain_dir
+from bench.stages.base import declare_stage, run_stage
+
+log = logging.getLogger(__name__)
+STAGE = declare_stage("pretrain", "pretrain", "data")
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    slot_argument(parser)
+    params_argument(parser)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    with run_stage(STAGE, params_path=Path(args.params), dataset=args.dataset) as ctx:
+        import torch
+
+        from datasets.synthetic import PRESETS, render_classification_set
+        from methods.backbones import PretrainConfig, feature_extractor, pretrain_classifier
+
+        p, slot = ctx.params.pretrain, getattr(ctx.params.data, args.dataset)
+        if p.backbones and slot.source not in PRESETS:
+            raise ValueError(f"pretrain: data.{args.dataset}.source is {slot.source!r} (real data); pre-training "
+                             "renders synthetic images — set pretrain.backbones: [] and point bestie.backbone_init / "
+                             "mdm.backbone_init at a folder of ImageNet checkpoints")
+        if not torch.cuda.is_available():
+            torch.set_num_threads(min(torch.get_num_threads(), 2))
+        record: dict[str, Any] = {"dataset": args.dataset, "profile": ctx.profile, "backbones": {}, "timing": {}}
+        with atomic_path(pretrain_dir(args.dataset), directory=True) as out:
+            if p.backbones:
+                t0 = time.perf_counter()
+                images, labels = render_classification_set(slot.source, p.images + p.val_images, **slot.synthetic)
+                record["timing"]["render_seconds"] = round(time.perf_counter() - t0, 2)
+                record["images"] = {"train": p.images, "val": p.val_images, "class_frequency":
+                                    [round(float(f), 4) for f in labels[:p.images].mean(0)]}
+            config = PretrainConfig(iterations=p.iterations, batch_size=p.batch_size, lr=p.lr,
+                                    weight_decay=p.weight_decay, warmup_fraction=p.warmup_fraction, seed=p.seed)
+            for name in p.backbones:
+                t0 = time.perf_counter()
+                result = pretrain_classifier(
+                    feature_extractor(name), images[:p.images], labels[:p.images],
+                    images[p.images:], labels[p.images:], config, desc=f"pretrain {name}",
+                    on_eval=lambda step, entry, name=name: ctx.run.log_metrics(
+                        {f"{name}.{k}": v for k, v in entry.items() if k != "step"}, step=step))
+                torch.save(result.state_dict, out / f"{name}.pt")
+                record["backbones"][name] = result.summary()
+                record["timing"][f"{name}_seconds"] = round(time.perf_counter() - t0, 2)
+                log.info("%s: pretrain %s: held-out mAP %.1f, exact match %.1f %%", args.dataset, name,
+                         result.metrics["val.mAP"], result.metrics["val.exact_match"])
+            write_run_record(out / "run.json", record)
+        summary = {f"{name}.{k}": v for name, b in record["backbones"].items() for k, v in b["metrics"].items()}
+        write_json(METRICS / args.dataset / "pretrain" / "summary.json", summary)
+    return 0
+
+
+COMMANDS.add("pretrain", Command("pre-train the methods' backbones on synthetic image-level classification "
+                                 "(stand-in for ImageNet weights)", _configure, _handle))
