@@ -23,11 +23,13 @@ SECTION_OF = {"p2seg": "mdm", "bestie": "bestie", "point2mask": "point2mask", "j
               "wsss": "wsss", "segmentor": "segmentor"}
 SYNTHETIC_NOTE = (
     "> **Synthetic profile.** These numbers come from the embedded procedurally generated data, "
-    "small networks and short schedules (by default BESTIE's and P2Seg's backbones start from the "
-    "`pretrain` stage's synthetic image-classification weights in place of ImageNet's, `backbone_init`; "
-    "the WSSS networks and segmentors from random weights); they are **not comparable** to the paper's "
-    "numbers. They test the mechanics and whether the paper's claims hold in direction. Use the `voc` / "
-    "`coco` profiles on real data to compare with the paper."
+    "small networks and short schedules; they are **not comparable** to the paper's numbers. "
+    "They test the mechanics and whether the paper's claims hold in direction. Use the `voc` / "
+    "`coco` profiles on real data to compare with the paper. Backbones: runs from commit eb3d155 on "
+    "start BESTIE's and P2Seg's backbones from the `pretrain` stage's synthetic image-classification "
+    "weights in place of ImageNet's (`backbone_init`, docs/pretrain.md), earlier runs from random "
+    "weights (each row's metrics file records its commit); WSSS networks and segmentors start from "
+    "random weights."
 )
 
 
