@@ -17,8 +17,7 @@ Ratio = Annotated[float, Field(gt=0.0, le=1.0)]
 Decoder = Literal["fuse", "panoptic-deeplab"]
 
 
-#: Where a method's backbone starts (``bestie.backbone_init``, ``mdm.backbone_init``).
-BACKBONE_INITS = ("scratch", "pretrain")
+#: Where a method's backbone starts (``bestie.backbone_init``, ``mdm.backbone_init``, ``mdm.resnet_backbone_init``).
 BackboneInit = Annotated[str, Field(
     min_length=1, description="scratch: random weights; pretrain: the pretrain stage's classification weights of "
                               "the backbone for the slot, runs/<slot>/pretrain/<backbone>.pt (the synthetic profiles' "
