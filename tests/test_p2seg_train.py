@@ -108,9 +108,12 @@ def test_training_is_deterministic_on_cpu() -> None:
 
 def test_the_stage_config_reads_mdm_and_the_sweep_fixes_the_ratio() -> None:
     params = Params.model_validate({"mdm": {"hard_pixel_ratio": 0.4, "beta": 2.0, "affinity_normalize": "none"}})
+    assert make_p2seg_config(Params.model_validate({"mdm": {"semantic_from_affinity": True}}), VARIANTS.get("hrnet"),
+                             seed=0).semantic_from_affinity
     default = make_p2seg_config(params, VARIANTS.get("hrnet"), seed=3)
     assert default.bestie.hard_pixel_ratio == 0.4 and default.beta == 2.0 and default.affinity_normalize is None
     assert default.bestie.seed == 3 and default.bestie.optimizer == "adamw"
+    assert not default.semantic_from_affinity  # embedded default: S only after training (docs/p2seg.md)
     assert default.bestie.offset_loss == "smooth-l1"
     assert make_p2seg_config(params, VARIANTS.get("hpr-0.1"), seed=0).bestie.hard_pixel_ratio == 0.1
     s2i = make_p2seg_config(params, VARIANTS.get("s2i"), seed=0)

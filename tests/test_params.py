@@ -97,3 +97,10 @@ def test_pam_layers_must_name_distinct_extra_convs_of_the_classifier(extra_convs
     else:
         with pytest.raises(ParamsError, match="pam_layers"):
             validate_params(raw)
+
+
+def test_the_paper_profiles_run_i2s_in_the_semantic_branch_and_the_embedded_one_only_after_training():
+    """Paper Sec. 3.3 / the release: S = A^∘β·C is the semantic branch's output; the embedded 200-step
+    budget keeps the semantic head's map (docs/p2seg.md, measured)."""
+    assert all(render_profile(name)["mdm"]["semantic_from_affinity"] is True for name in ("voc", "coco"))
+    assert validate_params(render_profile("embedded")).mdm.semantic_from_affinity is False

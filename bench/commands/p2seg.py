@@ -98,7 +98,7 @@ def make_p2seg_config(params: Any, variant: Variant, seed: int, *, slot: str = "
         lambda_i2s=m.lambda_i2s, embed_dim=m.embed_dim, affinity_pool=m.affinity_pool, affinity_loss=m.affinity_loss,
         affinity_background=m.affinity_background, chunk_size=m.chunk_size, max_pairs=m.max_pairs, beta=m.beta,
         affinity_normalize=None if m.affinity_normalize == "none" else m.affinity_normalize, stages=m.stages,
-        export_semantic=m.export_semantic)
+        semantic_from_affinity=m.semantic_from_affinity, export_semantic=m.export_semantic)
     return dataclasses.replace(config, **variant.options)
 
 

@@ -362,6 +362,14 @@ class MdmParams(Section):
     affinity_normalize: Literal["row", "release", "none"] = Field(
         default="row", description="S = D⁻¹A^∘βC (row), A^∘βD⁻¹C (release) or A^∘βC (none; same argmax as row)",
         json_schema_extra={"switch": "paper: A^∘β·C (none; argmax-equal to row); release: release"})
+    semantic_from_affinity: bool = Field(
+        default=False, description="the semantic branch outputs S = A^∘β·C in training and inference, so the "
+                                   "segmentation loss trains the affinity and the online regrouping, inference and "
+                                   "export read S; false: the semantic head alone, S only after training "
+                                   "(docs/p2seg.md: on the embedded 200-step budget the affinity has not separated "
+                                   "objects from background and S erases them, val mAP50 23.0 -> 5.3)",
+        json_schema_extra={"switch": "paper: S is the semantic branch's output (Sec. 3.3, true); release: the "
+                                     "same (forward overwrites pred['seg'], true); embedded profile: false"})
     export_semantic: Literal["i2s", "input"] = Field(
         default="i2s", description="the semantic map the exported instances are grouped on: the last stage's "
                                    "I2S map (paper Sec. 3.1) or its input map")

@@ -1,15 +1,29 @@
 """P2Seg's network: BESTIE's (semantic / centre / offset heads on a timm backbone, fused stride-4
 features) plus the I2S affinity head on the same fused features (release: ``aff_conv`` on HRNet's
-stride-4 branch)."""
+stride-4 branch).
+
+With ``semantic_from_affinity`` (default) the semantic branch's output *is* the I2S map: the class map
+C of the semantic head is propagated by the predicted affinity, S = A^∘β · C (Sec. 3.2), in the
+forward pass, so L_seg (Eq. 4) supervises S and trains the affinity with it, and the online
+regrouping, inference and export read S — paper Sec. 3.3: "since the instance affinity prediction is
+used by semantic segmentation branch, it also benefits the learning of global instance features";
+release: ``BaseSegmentationModel.forward`` overwrites ``pred['seg']`` with the propagated map before
+any loss. ``False``: the semantic head's C alone; S only after training (:func:`~methods.p2seg.train.semantic_maps`).
+Release details not reproduced: it propagates only the classes of the image's labels, and feeds the
+propagated probabilities to the CE as if they were logits; here the CE is Eq. 4's on S itself (the
+``"semantic"`` output is log S, whose softmax is S)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from methods.bestie import BestieNet
+from methods.bestie.model import DecoderFeatures, _upsample
 
-from .i2s import AffinityHead
+from .i2s import DEFAULT_BETA, AffinityHead, refined_semantic
 
 __all__ = ["P2SegNet"]
 
@@ -18,27 +32,39 @@ class P2SegNet(BestieNet):
     """:class:`~methods.bestie.BestieNet` + :class:`~methods.p2seg.i2s.AffinityHead`.
 
     ``forward`` adds ``"embedding"`` (B, D, h, w): the affinity embeddings F on the stride-4 grid
-    (÷ ``affinity_pool``); :meth:`grid_outputs` gives the class map C and F on the same grid for
-    the refined semantic map S = A^∘β · C.
+    (÷ ``affinity_pool``); with ``semantic_from_affinity`` its ``"semantic"`` is log S, S = A^∘β · C
+    (``beta``, ``normalize``, ``chunk_size`` as in :func:`~methods.p2seg.i2s.refined_semantic`),
+    upsampled to the input. :meth:`grid_outputs` gives C and F on the affinity grid.
     """
 
     def __init__(self, num_semantic: int, num_center: int, *, embed_dim: int = 256, affinity_pool: int = 1,
+                 semantic_from_affinity: bool = False, beta: float = DEFAULT_BETA,
+                 normalize: Literal["row", "release"] | None = "row", chunk_size: int | None = None,
                  **bestie_kwargs: object) -> None:
         super().__init__(num_semantic, num_center, **bestie_kwargs)  # type: ignore[arg-type]
         self.affinity_head = AffinityHead(self.decoder.semantic_channels, embed_dim, pool=affinity_pool)
+        self.semantic_from_affinity = semantic_from_affinity
+        self.refine_options = {"beta": beta, "normalize": normalize, "chunk_size": chunk_size}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         f = self.features(x)
-        out = self.heads(f, x.shape[-2:])
-        out["embedding"] = self.affinity_head(f.semantic)
-        return out
+        emb = self.affinity_head(f.semantic)
+        if not self.semantic_from_affinity:
+            return {**self.heads(f, x.shape[-2:]), "embedding": emb}
+        prob = self._grid_probabilities(f)
+        with torch.autocast(x.device.type, enabled=False):  # σ(FᵀF)^β in float32
+            s = refined_semantic(prob, embeddings=emb.float(), **self.refine_options)
+        return {"semantic": _upsample(s.clamp_min(1e-12).log(), x.shape[-2:]),
+                "center": _upsample(self.center_head(f.instance), x.shape[-2:]),
+                "offset": _upsample(self.offset_head(f.instance), x.shape[-2:]), "embedding": emb}
 
-    def grid_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(class probabilities C (B, S, h, w), embeddings F (B, D, h, w)) on the affinity grid: the
-        semantic head's softmax at stride 4, average-pooled like the embeddings when pooled."""
-        f = self.features(x)
+    def _grid_probabilities(self, f: DecoderFeatures) -> torch.Tensor:
+        """C: the semantic head's softmax at stride 4, average-pooled like the embeddings when pooled."""
         prob = self.semantic_head(f.semantic).float().softmax(1)
         pool = self.affinity_head.pool
-        if pool > 1:
-            prob = F.avg_pool2d(prob, pool)
-        return prob, self.affinity_head(f.semantic).float()
+        return F.avg_pool2d(prob, pool) if pool > 1 else prob
+
+    def grid_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities C (B, S, h, w), embeddings F (B, D, h, w)) on the affinity grid."""
+        f = self.features(x)
+        return self._grid_probabilities(f), self.affinity_head(f.semantic).float()

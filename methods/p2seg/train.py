@@ -68,6 +68,7 @@ class P2SegConfig:
     max_pairs: int | None = None
     beta: float = 8.0
     affinity_normalize: Literal["row", "release"] | None = "row"
+    semantic_from_affinity: bool = True
     # stages
     stages: int = 1
     export_semantic: Literal["i2s", "input"] = "i2s"
@@ -153,8 +154,11 @@ def i2s_term(config: P2SegConfig) -> ExtraLoss:
 
 
 def build_model(num_semantic: int, num_things: int, config: P2SegConfig) -> P2SegNet:
-    """P2Seg's network: the BESTIE config's backbone, decoder and widths, and the affinity head."""
+    """P2Seg's network: the BESTIE config's backbone, decoder and widths, and the affinity head; with I2S
+    and ``semantic_from_affinity`` its semantic output is S = A^∘β · C (:class:`~methods.p2seg.model.P2SegNet`)."""
     return P2SegNet(num_semantic, num_things, embed_dim=config.embed_dim, affinity_pool=config.affinity_pool,
+                    semantic_from_affinity=config.i2s and config.semantic_from_affinity, beta=config.beta,
+                    normalize=config.affinity_normalize, chunk_size=config.chunk_size,
                     **network_options(config.bestie))
 
 
