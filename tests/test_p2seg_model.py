@@ -61,3 +61,15 @@ def test_without_the_affinity_branch_the_semantic_output_is_the_semantic_heads()
         f = net.features(x)
         expected = F.interpolate(net.semantic_head(f.semantic), size=(32, 32), mode="bilinear", align_corners=False)
         torch.testing.assert_close(net(x)["semantic"], expected)
+
+
+@pytest.mark.parametrize("normalize", ["row", "release", None])
+def test_the_chunked_branch_equals_the_dense_one_on_the_pooled_grid(normalize) -> None:
+    """Chunking is a memory bound only; with ``affinity_pool`` 2 the class map is pooled like F."""
+    dense = _net(semantic_from_affinity=True, normalize=normalize, affinity_pool=2)
+    chunked = _net(semantic_from_affinity=True, normalize=normalize, affinity_pool=2, chunk_size=7)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        c, emb = dense.grid_outputs(x)
+        assert c.shape[-2:] == emb.shape[-2:] == (4, 4)
+        torch.testing.assert_close(chunked(x)["semantic"], dense(x)["semantic"], atol=1e-5, rtol=1e-4)

@@ -21,7 +21,8 @@ BESTIE = BestieConfig(supervision="points", backbone="regnetx_002", decoder_chan
                       iterations=10, batch_size=2, lr=3e-3, warmup_iterations=0, crop_size=32, scale_range=(1.0, 1.0),
                       sigma=2.0, min_area=4, nms_kernel=5, hard_pixel_ratio=0.5, offset_loss="smooth-l1",
                       optimizer="adamw", refined_offset_target="center", device="cpu")
-CONFIG = P2SegConfig(bestie=BESTIE, embed_dim=8, default_box=4, chunk_size=100, stages=1)
+CONFIG = P2SegConfig(bestie=BESTIE, embed_dim=8, default_box=4, chunk_size=100, stages=1,
+                     semantic_from_affinity=False)  # the embedded pipeline's setting
 
 
 def _tiny_set() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -60,9 +61,11 @@ def test_points_first_keeps_the_touching_pair_that_semantic_first_drops() -> Non
     assert all(not (s.targets.instance_map > 0).any() for s in bestie)
 
 
-def test_the_i2s_term_is_in_the_loss_and_the_loss_falls() -> None:
+@pytest.mark.parametrize("semantic_from_affinity", [False, True])
+def test_the_i2s_term_is_in_the_loss_and_the_loss_falls(semantic_from_affinity: bool) -> None:
     losses: list[dict[str, float]] = []
-    _train(replace(CONFIG, bestie=replace(BESTIE, iterations=14)), losses)
+    _train(replace(CONFIG, semantic_from_affinity=semantic_from_affinity, bestie=replace(BESTIE, iterations=14)),
+           losses)
     assert all("i2s" in v and np.isfinite(v["loss"]) for v in losses)
     total = [v["loss"] for v in losses]
     assert np.mean(total[-3:]) < 0.8 * np.mean(total[:3])

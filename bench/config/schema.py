@@ -368,8 +368,9 @@ class MdmParams(Section):
                                    "export read S; false: the semantic head alone, S only after training "
                                    "(docs/p2seg.md: on the embedded 200-step budget the affinity has not separated "
                                    "objects from background and S erases them, val mAP50 23.0 -> 5.3)",
-        json_schema_extra={"switch": "paper: S is the semantic branch's output (Sec. 3.3, true); release: the "
-                                     "same (forward overwrites pred['seg'], true); embedded profile: false"})
+        json_schema_extra={"switch": "paper: the affinity 'is used by the semantic segmentation branch' (Sec. "
+                                     "3.3; read as true); release: forward overwrites pred['seg'] with S (true); "
+                                     "embedded profile: false"})
     export_semantic: Literal["i2s", "input"] = Field(
         default="i2s", description="the semantic map the exported instances are grouped on: the last stage's "
                                    "I2S map (paper Sec. 3.1) or its input map")

@@ -2,16 +2,18 @@
 features) plus the I2S affinity head on the same fused features (release: ``aff_conv`` on HRNet's
 stride-4 branch).
 
-With ``semantic_from_affinity`` (default) the semantic branch's output *is* the I2S map: the class map
-C of the semantic head is propagated by the predicted affinity, S = A^∘β · C (Sec. 3.2), in the
-forward pass, so L_seg (Eq. 4) supervises S and trains the affinity with it, and the online
-regrouping, inference and export read S — paper Sec. 3.3: "since the instance affinity prediction is
-used by semantic segmentation branch, it also benefits the learning of global instance features";
-release: ``BaseSegmentationModel.forward`` overwrites ``pred['seg']`` with the propagated map before
-any loss. ``False``: the semantic head's C alone; S only after training (:func:`~methods.p2seg.train.semantic_maps`).
+With ``semantic_from_affinity`` the semantic branch's output *is* the I2S map: the class map C of the
+semantic head is propagated by the predicted affinity, S = A^∘β · C (Sec. 3.2), in the forward pass,
+so L_seg supervises S and trains the affinity with it, and the online regrouping, inference and
+export read S. Release: ``BaseSegmentationModel.forward`` overwrites ``pred['seg']`` with the
+propagated map before any loss; paper: "the instance affinity prediction is used by semantic
+segmentation branch, it also benefits the learning of global instance features" (Sec. 3.3), while
+Eq. 4 names Ĉ, "the class map predicted by the network" — read here as the release does. Without
+it: the semantic head's C alone, S only after training (:func:`~methods.p2seg.train.semantic_maps`).
 Release details not reproduced: it propagates only the classes of the image's labels, and feeds the
-propagated probabilities to the CE as if they were logits; here the CE is Eq. 4's on S itself (the
-``"semantic"`` output is log S, whose softmax is S)."""
+propagated probabilities to the CE as if they were logits; here the ``"semantic"`` output is log S,
+so the CE is the cross-entropy of S (of S / ΣS with ``normalize="release"`` or None, whose rows do
+not sum to 1)."""
 
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class P2SegNet(BestieNet):
         prob = self._grid_probabilities(f)
         with torch.autocast(x.device.type, enabled=False):  # σ(FᵀF)^β in float32
             s = refined_semantic(prob, embeddings=emb.float(), **self.refine_options)
-        return {"semantic": _upsample(s.clamp_min(1e-12).log(), x.shape[-2:]),
+        return {"semantic": _upsample((s + 1e-12).log(), x.shape[-2:]),
                 "center": _upsample(self.center_head(f.instance), x.shape[-2:]),
                 "offset": _upsample(self.offset_head(f.instance), x.shape[-2:]), "embedding": emb}
 
