@@ -170,3 +170,20 @@ def test_a_listed_checkpoint_file_that_is_missing_is_named(tmp_path, monkeypatch
     (run / "train_pseudo_steps/step10.json").unlink()
     with pytest.raises(FileNotFoundError, match="step10.json"):
         pseudo_curves(run, tmp_path / "ds", info, params=None, slot="voc")
+
+
+def test_train_pseudo_labels_are_also_scored_under_the_voc_protocol_as_voc_train(tmp_path, monkeypatch):
+    """P2Seg's release validates on the training images' point-guided maps: the same VOC protocol on
+    the train pseudo labels, stored as voc.train.*. A 20-px mask inside the 40-px A has IoU .5 — a
+    true positive at 0.5 (VOC: IoU ≥ threshold), not at 0.7."""
+    from bench import predictions as P
+    from bench.commands.evaluate import FAMILIES
+    from bench.config.schema import Params
+
+    family = next(f for f in FAMILIES if f.kind == "voc" and f.prediction == P.PSEUDO)
+    run, info = _curve_run(tmp_path, monkeypatch, {10: [pseudo(rect(0, 10, 0, 2), 11)]})
+    options = family.options(Params(), "voc", info)
+    result = evaluate_files(family.kind, gt_root=tmp_path / "ds", split=info[family.split_key],
+                            predictions=run / "train_pseudo_steps/step10.json", **options)
+    assert (family.split_key, family.rename("voc.mAP50")) == ("train_split", "voc.train.mAP50")
+    assert result.metrics["voc.mAP50"] == 100.0 and result.metrics["voc.mAP70"] == 0.0

@@ -55,8 +55,17 @@ class Family:
 
 PSEUDO_FAMILY = Family("pseudo", P.PSEUDO, "train_split",
                        lambda p, slot, run: {"points": points_file(slot, run["train_split"], run["points_mode"])})
+
+
+def _voc_options(params: Any, slot: str, run: dict[str, Any]) -> dict[str, Any]:
+    return {"iou_thresholds": list(params.eval.voc_iou_thresholds)}
+
+
 FAMILIES = (
-    Family("voc", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_thresholds": list(p.eval.voc_iou_thresholds)}),
+    Family("voc", P.INSTANCES, "val_split", _voc_options),
+    # the train pseudo labels under the VOC protocol (voc.train.mAP*): P2Seg's release validates this
+    # way — its validate() scores the point-guided instance maps of the training images (docs/p2seg.md)
+    Family("voc", P.PSEUDO, "train_split", _voc_options, key_prefix="train."),
     Family("coco", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_types": list(p.eval.coco_iou_types)}),
     Family("pq", P.PANOPTIC_JSON, "val_split", lambda p, slot, run: {"workers": p.eval.workers}),
     Family("semantic", P.SEMANTIC_DIR, "val_split", lambda p, slot, run: {}),

@@ -27,6 +27,7 @@ REPRODUCERS = ("p2seg", "bestie", "point2mask", "jtsm", "wsss", "segmentor", "re
 #: Metric keys a column may name (values in percent, counts as numbers); see docs/formats.md.
 METRIC_KEYS = (
     *(f"voc.mAP{t}" for t in (25, 50, 70, 75)),
+    *(f"voc.train.mAP{t}" for t in (25, 50, 70, 75)),
     *(f"coco.{kind}.{m}" for kind in ("segm", "bbox") for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")),
     *(f"pq.{m}{part}" for m in ("PQ", "SQ", "RQ") for part in ("", "_th", "_st")),
     "semantic.mIoU", "semantic.train.mIoU",
