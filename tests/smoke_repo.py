@@ -13,7 +13,9 @@ COPIED = ("bench", "datasets", "methods", "reports/specs", "configs", "dvc.yaml"
 
 
 def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    # One thread per stage process: the smoke stages are tiny, and under `pytest -n 2` on 2 cores the other
+    # worker's tests keep one core busy — two-thread stages would oversubscribe it (see conftest.one_thread).
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kw)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
