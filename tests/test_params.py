@@ -104,3 +104,45 @@ def test_the_paper_profiles_run_i2s_in_the_semantic_branch_and_the_embedded_one_
     budget keeps the semantic head's map (docs/p2seg.md, measured)."""
     assert all(render_profile(name)["mdm"]["semantic_from_affinity"] is True for name in ("voc", "coco"))
     assert validate_params(render_profile("embedded")).mdm.semantic_from_affinity is False
+
+
+def test_a_variant_list_naming_an_unregistered_variant_is_rejected_naming_the_key():
+    import bench.commands.params  # noqa: F401  registers the check, as the CLI does before any stage
+
+    raw = render_profile("embedded")
+    raw["report"]["variants"]["bestie_pam"] = ["pam-l4", "pam-l9"]
+    with pytest.raises(ParamsError, match=r"report.variants.bestie_pam: 'pam-l9' not registered as wsss variant"):
+        validate_params(raw)
+
+
+def test_a_variant_of_one_command_only_is_rejected_where_both_commands_run_it():
+    """bestie_pam names the wsss run that finds the peaks and the BESTIE run on them: 'pam' is a wsss
+    variant but not a BESTIE one."""
+    import bench.commands.params  # noqa: F401
+
+    raw = render_profile("embedded")
+    raw["report"]["variants"]["bestie_pam"] = ["pam"]
+    with pytest.raises(ParamsError, match="'pam' not registered as bestie variant"):
+        validate_params(raw)
+
+
+def test_a_variant_list_naming_a_variant_twice_is_rejected():
+    raw = render_profile("embedded")
+    raw["report"]["variants"]["p2seg_hard_pixel_ratio"] = ["hpr-0.4", "hpr-0.4"]
+    with pytest.raises(ParamsError, match="hpr-0.4 listed more than once"):
+        validate_params(raw)
+
+
+def test_the_smoke_profile_runs_a_subset_of_every_embedded_variant_list():
+    smoke, embedded = (render_profile(p)["report"]["variants"] for p in ("smoke", "embedded"))
+    assert smoke.keys() == embedded.keys()
+    for grid, names in smoke.items():
+        assert names and set(names) < set(embedded[grid]), grid
+
+
+def test_a_sweep_run_fed_to_mask_rcnn_must_be_run_by_the_sweep():
+    raw = render_profile("embedded")
+    raw["report"]["variants"]["p2seg_hard_pixel_ratio"] = ["hpr-0.4"]
+    raw["report"]["variants"]["p2seg_mask_rcnn"] = ["hrnet", "hpr-0.1"]
+    with pytest.raises(ParamsError, match="p2seg_mask_rcnn: hpr-0.1 not in p2seg_hard_pixel_ratio"):
+        validate_params(raw)

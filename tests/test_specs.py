@@ -103,15 +103,25 @@ def test_every_figure_spec_loads_and_its_caption_is_the_papers():
         assert f"Figure {figure.figure}. {figure.caption}" in text
 
 
+def _resolve(value, params: dict):
+    """A dvc.yaml matrix value: a list, or ``${dotted.key}`` of params.yaml."""
+    if isinstance(value, str) and value.startswith("${"):
+        for key in value[2:-1].split("."):
+            params = params[key]
+        return params
+    return value
+
+
 def _evaluated_experiments() -> set[tuple[str, str, str]]:
-    """(slot, method, variant) of every `bench evaluate` stage of dvc.yaml, matrices expanded."""
+    """(slot, method, variant) of every `bench evaluate` stage of dvc.yaml, matrices expanded with params.yaml."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     found = set()
     for stage in yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values():
         body = stage.get("do", stage)
         args = dict(re.findall(r"--(dataset|method|variant) (\S+)", body["cmd"]))
         if not body["cmd"].startswith("bench evaluate"):
             continue
-        matrix = stage.get("matrix", {})
+        matrix = {key: _resolve(value, params) for key, value in stage.get("matrix", {}).items()}
         for slot in matrix.get("dataset", [args["dataset"]]):
             for variant in matrix.get("variant", [args["variant"]]):
                 found.add((slot, args["method"], variant))

@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 
 from bench.commands import COMMANDS, Command, parse_assignments
-from bench.config.loader import PROFILE_NAMES, dump_params, flatten, load_params, render_profile, validate_params
+from bench.config.loader import (PARAMS_CHECKS, PROFILE_NAMES, dump_params, flatten, load_params, render_profile,
+                                 validate_params)
+from bench.config.schema import Params
 from bench.io import write_text
 
 
@@ -60,4 +62,20 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_ablation_variants(params: Params) -> None:
+    """Every name in ``report.variants`` is a registered variant of each command its field's ``variants_of``
+    names (dvc.yaml runs ``bench <command> --variant <name>`` for it)."""
+    from bench.commands import bestie, p2seg, wsss
+
+    registries = {"bestie": bestie.VARIANTS, "p2seg": p2seg.VARIANTS, "wsss": wsss.VARIANTS}
+    grids = params.report.variants
+    for field, info in type(grids).model_fields.items():
+        for command in info.json_schema_extra["variants_of"]:
+            unknown = [name for name in getattr(grids, field) if name not in registries[command]]
+            if unknown:
+                raise ValueError(f"report.variants.{field}: {', '.join(map(repr, unknown))} not registered as "
+                                 f"{command} variant(s) (registered: {', '.join(registries[command])})")
+
+
+PARAMS_CHECKS.add("report.variants", check_ablation_variants)
 COMMANDS.add("params", Command("switch profile, validate or show params.yaml", _configure, _handle))

@@ -6,6 +6,7 @@ an out-of-range value stops it with a message that names the key and what is all
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.config.schema import Params
+from bench.registry import Registry
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
 PROFILE_NAMES = ("embedded", "smoke", "voc", "coco")
@@ -20,6 +22,12 @@ PROFILE_NAMES = ("embedded", "smoke", "voc", "coco")
 
 class ParamsError(ValueError):
     """Invalid params; the message names the file, the key and what is allowed."""
+
+
+#: Checks of validated params against what the code registers (e.g. that ``report.variants`` names
+#: registered variants); a check raises ``ValueError`` naming the key. The modules that own the registries
+#: add them (the CLI imports every command module), and :func:`validate_params` runs them all.
+PARAMS_CHECKS: Registry[Callable[[Params], None]] = Registry("params check")
 
 
 def _field_help(loc: tuple[Any, ...]) -> str:
@@ -70,9 +78,15 @@ def validate_params(raw: Any, *, source: str = "params") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         raise ParamsError(_format_errors(source, exc)) from None
+    for _, check in PARAMS_CHECKS.items():
+        try:
+            check(params)
+        except ValueError as exc:
+            raise ParamsError(f"{source}: invalid params\n  {exc}") from None
+    return params
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

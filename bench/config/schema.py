@@ -366,8 +366,7 @@ class MdmParams(Section):
         default=False, description="the semantic branch outputs S = A^∘β·C in training and inference, so the "
                                    "segmentation loss trains the affinity and the online regrouping, inference and "
                                    "export read S; false: the semantic head alone, S only after training "
-                                   "(docs/p2seg.md: on the embedded 200-step budget the affinity has not separated "
-                                   "objects from background and S erases them, val mAP50 23.0 -> 5.3)",
+                                   "(docs/p2seg.md measures both on the embedded budget)",
         json_schema_extra={"switch": "paper: the affinity 'is used by the semantic segmentation branch' (Sec. "
                                      "3.3; read as true); release: forward overwrites pred['seg'] with S (true); "
                                      "embedded profile: false"})
@@ -483,10 +482,62 @@ class TrackingParams(Section):
 
 
 # ------------------------------------------------------------------------- report
+VariantName = Annotated[str, Field(min_length=1)]
+
+
+class RunVariants(Section):
+    """The variants of each multi-row stage group that ``dvc repro`` runs: dvc.yaml's matrices of these stages
+    read the lists, so leaving a variant out skips its runs and shows its table rows as pending. Every name
+    must be a registered variant of the commands named in the field's ``variants_of`` (checked with the
+    params, bench/commands/params.py). The smoke profile runs a subset to keep the end-to-end test short."""
+
+    bestie_image: list[VariantName] = Field(
+        default=["abl-cam", "abl-pam", "abl-pam-iag", "abl-pam-iag-refine", "abl-pam-refine", "iter-1", "iter-2",
+                 "pam-off"], min_length=1,
+        description="BESTIE image-setting ablations (Tables 3, 5, 6, the no-PAM row of Table 8; Figure 6 reads "
+                    "abl-cam and abl-pam-iag): stages bestie-ablation, evaluate-bestie-ablation",
+        json_schema_extra={"variants_of": ["bestie"]})
+    bestie_pam: list[VariantName] = Field(
+        default=["pam-alpha-0.3", "pam-alpha-0.5", "pam-l4", "pam-l5", "pam-l4-l5", "pam-l5-l6", "pam-l4-l5-l6",
+                 "pam-l4-l6"], min_length=1,
+        description="PAM controller α and PAM-layer rows (BESTIE Tables 7, 8): the peaks of each (stage "
+                    "wsss-pam-ablation) and BESTIE trained on them (bestie-peaks, evaluate-bestie-peaks)",
+        json_schema_extra={"variants_of": ["wsss", "bestie"]})
+    p2seg_hard_pixel_ratio: list[VariantName] = Field(
+        default=["hpr-0.1", "hpr-0.2", "hpr-0.4", "hpr-0.8"], min_length=1,
+        description="P2Seg Table 5's fixed-ratio sweep (stages p2seg-sweep, evaluate-p2seg-sweep); the default "
+                    "run reads mdm.hard_pixel_ratio",
+        json_schema_extra={"variants_of": ["p2seg"]})
+    p2seg_mask_rcnn: list[VariantName] = Field(
+        default=["hrnet", "resnet", "s2i", "bestie-s2i", "bestie-s2i-i2s"], min_length=1,
+        description="P2Seg runs whose train pseudo labels fine-tune Mask R-CNN (Tables 1, 2, 4: hrnet, resnet; "
+                    "Table 3's rows after the segmentor): stages segment-p2seg, evaluate-segment-p2seg",
+        json_schema_extra={"variants_of": ["p2seg"]})
+
+    @model_validator(mode="after")
+    def _no_repeated_variant(self) -> "RunVariants":
+        for name in type(self).model_fields:
+            names = getattr(self, name)
+            repeated = sorted({v for v in names if names.count(v) > 1})
+            if repeated:
+                raise ValueError(f"{name}: {', '.join(repeated)} listed more than once (each names one dvc stage)")
+        return self
+
+    @model_validator(mode="after")
+    def _segmented_sweep_runs_are_run(self) -> "RunVariants":
+        """A sweep run can feed Mask R-CNN only if the sweep runs it (its labels are that stage's output)."""
+        missing = [v for v in self.p2seg_mask_rcnn if v.startswith("hpr-") and v not in self.p2seg_hard_pixel_ratio]
+        if missing:
+            raise ValueError(f"p2seg_mask_rcnn: {', '.join(missing)} not in p2seg_hard_pixel_ratio, so no stage "
+                             "trains it; add it there too")
+        return self
+
+
 class ReportParams(Section):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         default=[0], min_length=1, description="seeds each trained row runs with (mean ± std over them)"
     )
+    variants: RunVariants = RunVariants()
     decimals: int = Field(default=1, ge=0, le=4, description="decimals printed in tables")
 
 
