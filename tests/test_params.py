@@ -140,9 +140,16 @@ def test_the_smoke_profile_runs_a_subset_of_every_embedded_variant_list():
         assert names and set(names) < set(embedded[grid]), grid
 
 
-def test_a_sweep_run_fed_to_mask_rcnn_must_be_run_by_the_sweep():
+def test_a_p2seg_run_fed_to_mask_rcnn_must_be_run_by_a_stage():
     raw = render_profile("embedded")
     raw["report"]["variants"]["p2seg_hard_pixel_ratio"] = ["hpr-0.4"]
     raw["report"]["variants"]["p2seg_mask_rcnn"] = ["hrnet", "hpr-0.1"]
-    with pytest.raises(ParamsError, match="p2seg_mask_rcnn: hpr-0.1 not in p2seg_hard_pixel_ratio"):
+    with pytest.raises(ParamsError, match="p2seg_mask_rcnn: hpr-0.1 not run by any stage"):
+        validate_params(raw)
+
+
+def test_the_point_setting_maps_cannot_be_left_out_of_the_point_loss_rows():
+    raw = render_profile("embedded")
+    raw["report"]["variants"]["wsss_point_losses"] = ["points-all"]
+    with pytest.raises(ParamsError, match="must include points-partial"):
         validate_params(raw)

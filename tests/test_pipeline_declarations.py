@@ -24,7 +24,7 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "evaluate-bestie-baseline": "evaluate", "evaluate-reference": "evaluate",
               "p2seg": "p2seg", "p2seg-ablation": "p2seg", "p2seg-sweep": "p2seg", "p2seg-transfer": "p2seg",
               "evaluate-p2seg": "evaluate", "evaluate-p2seg-variants": "evaluate",
-              "evaluate-p2seg-sweep": "evaluate",
+              "evaluate-p2seg-sweep": "evaluate", "evaluate-p2seg-transfer": "evaluate",
               "segment-bestie": "segment", "segment-p2seg": "segment", "segment-bestie-solov2": "segment",
               "segment-p2seg-solov2": "segment",
               "evaluate-segment-bestie": "evaluate", "evaluate-segment-p2seg": "evaluate", "evaluate-segment-p2seg-solov2": "evaluate",

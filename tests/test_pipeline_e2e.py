@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from smoke_repo import init_repo, run, write_params
+from smoke_repo import init_repo, repro_on_two_cores, run, write_params
+
+from bench.config.loader import render_profile
 
 pytestmark = pytest.mark.slow
 
@@ -14,7 +16,7 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    run(["dvc", "repro"], repo, timeout=3600)  # ~140 smoke stages: ~20 min alone on 2 cores, far more when shared
+    repro_on_two_cores(repo, timeout=3600)  # 85 smoke stages
     return repo
 
 
@@ -87,7 +89,7 @@ def test_hard_pixel_ratio_reruns_only_the_p2seg_runs_that_read_it(pipeline):
         stages = _dry_run_stages(pipeline)
     finally:
         write_params(pipeline)
-    ablations = ["s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"]
+    ablations = render_profile("smoke")["report"]["variants"]["p2seg_ablation"]
     assert stages == {"p2seg@0", "p2seg-coco@0", "report", *(f"p2seg-ablation@{v}-0" for v in ablations)}
 
 

@@ -491,6 +491,12 @@ class RunVariants(Section):
     must be a registered variant of the commands named in the field's ``variants_of`` (checked with the
     params, bench/commands/params.py). The smoke profile runs a subset to keep the end-to-end test short."""
 
+    wsss_point_losses: list[VariantName] = Field(
+        default=["points-partial", "points-partial-lab", "points-partial-rgb", "points-all"], min_length=1,
+        description="point-supervised WSSS with Point2Mask Table 4's semantic losses (stages wsss-table4, "
+                    "evaluate-wsss-table4); points-partial is required: it is the maps of the point setting that "
+                    "BESTIE and P2Seg read",
+        json_schema_extra={"variants_of": ["wsss"]})
     bestie_image: list[VariantName] = Field(
         default=["abl-cam", "abl-pam", "abl-pam-iag", "abl-pam-iag-refine", "abl-pam-refine", "iter-1", "iter-2",
                  "pam-off"], min_length=1,
@@ -503,6 +509,11 @@ class RunVariants(Section):
         description="PAM controller α and PAM-layer rows (BESTIE Tables 7, 8): the peaks of each (stage "
                     "wsss-pam-ablation) and BESTIE trained on them (bestie-peaks, evaluate-bestie-peaks)",
         json_schema_extra={"variants_of": ["wsss", "bestie"]})
+    p2seg_ablation: list[VariantName] = Field(
+        default=["s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"], min_length=1,
+        description="P2Seg Table 3's S2I / I2S ablation and the ResNet row of Tables 1 and 4 (stages p2seg-ablation, "
+                    "evaluate-p2seg-variants)",
+        json_schema_extra={"variants_of": ["p2seg"]})
     p2seg_hard_pixel_ratio: list[VariantName] = Field(
         default=["hpr-0.1", "hpr-0.2", "hpr-0.4", "hpr-0.8"], min_length=1,
         description="P2Seg Table 5's fixed-ratio sweep (stages p2seg-sweep, evaluate-p2seg-sweep); the default "
@@ -524,12 +535,19 @@ class RunVariants(Section):
         return self
 
     @model_validator(mode="after")
-    def _segmented_sweep_runs_are_run(self) -> "RunVariants":
-        """A sweep run can feed Mask R-CNN only if the sweep runs it (its labels are that stage's output)."""
-        missing = [v for v in self.p2seg_mask_rcnn if v.startswith("hpr-") and v not in self.p2seg_hard_pixel_ratio]
+    def _point_setting_maps_are_made(self) -> "RunVariants":
+        if "points-partial" not in self.wsss_point_losses:
+            raise ValueError("wsss_point_losses: must include points-partial (the maps BESTIE and P2Seg read)")
+        return self
+
+    @model_validator(mode="after")
+    def _segmented_p2seg_runs_are_run(self) -> "RunVariants":
+        """A P2Seg run can feed Mask R-CNN only if a stage runs it (its labels are that stage's output)."""
+        run = {"hrnet", "s2i-transfer", *self.p2seg_ablation, *self.p2seg_hard_pixel_ratio}
+        missing = [v for v in self.p2seg_mask_rcnn if v not in run]
         if missing:
-            raise ValueError(f"p2seg_mask_rcnn: {', '.join(missing)} not in p2seg_hard_pixel_ratio, so no stage "
-                             "trains it; add it there too")
+            raise ValueError(f"p2seg_mask_rcnn: {', '.join(missing)} not run by any stage (hrnet, s2i-transfer, "
+                             "p2seg_ablation, p2seg_hard_pixel_ratio); add it to one of those lists")
         return self
 
 
