@@ -34,34 +34,43 @@ def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return _check(cmd, subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, **kw))
 
 
-#: What the COCO-like slot's stages write (every stage of that slot has "coco" in its name).
-COCO_OUTPUTS = ("data/canonical/coco", "data/points/coco", "runs/coco", "metrics/coco")
+#: Stages whose name holds one of these run in the copy of :func:`repro_on_two_cores`: the COCO-like slot and
+#: the P2Seg chain, about half the smoke stages.
+TWIN_STAGES = ("coco", "p2seg")
 
 
 def repro_on_two_cores(repo: Path, timeout: float) -> None:
-    """``dvc repro`` of the whole pipeline, the two slots side by side: `dvc repro` runs one stage at a time and
-    holds the repository lock, so the COCO-like slot's stages run in a copy of the repository, in parallel with
-    the VOC-like slot's; their outputs, cache and lock entries are then moved into ``repo``, and a last plain
-    ``dvc repro`` there must find them up to date (it checks every hash) and renders the report."""
+    """``dvc repro`` of the whole pipeline in two halves side by side: `dvc repro` runs one stage at a time and
+    holds the repository lock, so the stages named in :data:`TWIN_STAGES` run in a copy of the repository, in
+    parallel with the others (what both halves need upstream runs in both, deterministically). Their
+    outputs, cache and lock entries then move into ``repo``, and a last plain ``dvc repro`` there must find
+    them up to date (it checks every hash) and renders the report."""
     stages = run(["dvc", "stage", "list", "--name-only"], repo).stdout.split()
-    coco = [s for s in stages if "coco" in s]
-    voc = [s for s in stages if "coco" not in s and s != "report"]
-    twin = repo.with_name(repo.name + "-coco")
+    twin_stages = [s for s in stages if any(key in s for key in TWIN_STAGES)]
+    own_stages = [s for s in stages if s not in twin_stages and s != "report"]
+    twin = repo.with_name(repo.name + "-twin")
     shutil.copytree(repo, twin, symlinks=True)
-    cmd = ["dvc", "repro", *coco]
+    cmd = ["dvc", "repro", *twin_stages]
     other = subprocess.Popen(cmd, cwd=twin, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        run(["dvc", "repro", *voc], repo, timeout=timeout)
+        run(["dvc", "repro", *own_stages], repo, timeout=timeout)
         out, err = other.communicate(timeout=timeout)
     finally:
         other.kill()
     _check(cmd, subprocess.CompletedProcess(cmd, other.returncode, out, err))
-    for rel in COCO_OUTPUTS:
-        shutil.copytree(twin / rel, repo / rel)
-    shutil.copytree(twin / ".dvc" / "cache", repo / ".dvc" / "cache", dirs_exist_ok=True)
     lock, twin_lock = (yaml.safe_load((r / "dvc.lock").read_text()) for r in (repo, twin))
-    lock["stages"].update({s: twin_lock["stages"][s] for s in coco})
+    for stage in twin_stages:
+        entry = twin_lock["stages"][stage]
+        for output in entry.get("outs", []):
+            src, dst = twin / output["path"], repo / output["path"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            else:
+                shutil.copy2(src, dst)
+        lock["stages"][stage] = entry
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    shutil.copytree(twin / ".dvc" / "cache", repo / ".dvc" / "cache", dirs_exist_ok=True)
     shutil.rmtree(twin)
     run(["dvc", "repro"], repo, timeout=timeout)
 
