@@ -485,45 +485,42 @@ class TrackingParams(Section):
 VariantName = Annotated[str, Field(min_length=1)]
 
 
+def _variant_list(default: list[str], description: str, *, of: tuple[str, ...]) -> Any:
+    """A field of :class:`RunVariants`: a non-empty list of variants of the commands ``of`` (the commands whose
+    stages run each name; bench/commands/params.py checks the names against their variant registries)."""
+    return Field(default=default, min_length=1, description=description, json_schema_extra={"variants_of": list(of)})
+
+
 class RunVariants(Section):
     """The variants of each multi-row stage group that ``dvc repro`` runs: dvc.yaml's matrices of these stages
     read the lists, so leaving a variant out skips its runs and shows its table rows as pending. Every name
     must be a registered variant of the commands named in the field's ``variants_of`` (checked with the
     params, bench/commands/params.py). The smoke profile runs a subset to keep the end-to-end test short."""
 
-    wsss_point_losses: list[VariantName] = Field(
-        default=["points-partial", "points-partial-lab", "points-partial-rgb", "points-all"], min_length=1,
-        description="point-supervised WSSS with Point2Mask Table 4's semantic losses (stages wsss-table4, "
-                    "evaluate-wsss-table4); points-partial is required: it is the maps of the point setting that "
-                    "BESTIE and P2Seg read",
-        json_schema_extra={"variants_of": ["wsss"]})
-    bestie_image: list[VariantName] = Field(
-        default=["abl-cam", "abl-pam", "abl-pam-iag", "abl-pam-iag-refine", "abl-pam-refine", "iter-1", "iter-2",
-                 "pam-off"], min_length=1,
-        description="BESTIE image-setting ablations (Tables 3, 5, 6, the no-PAM row of Table 8; Figure 6 reads "
-                    "abl-cam and abl-pam-iag): stages bestie-ablation, evaluate-bestie-ablation",
-        json_schema_extra={"variants_of": ["bestie"]})
-    bestie_pam: list[VariantName] = Field(
-        default=["pam-alpha-0.3", "pam-alpha-0.5", "pam-l4", "pam-l5", "pam-l4-l5", "pam-l5-l6", "pam-l4-l5-l6",
-                 "pam-l4-l6"], min_length=1,
-        description="PAM controller α and PAM-layer rows (BESTIE Tables 7, 8): the peaks of each (stage "
-                    "wsss-pam-ablation) and BESTIE trained on them (bestie-peaks, evaluate-bestie-peaks)",
-        json_schema_extra={"variants_of": ["wsss", "bestie"]})
-    p2seg_ablation: list[VariantName] = Field(
-        default=["s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"], min_length=1,
-        description="P2Seg Table 3's S2I / I2S ablation and the ResNet row of Tables 1 and 4 (stages p2seg-ablation, "
-                    "evaluate-p2seg-variants)",
-        json_schema_extra={"variants_of": ["p2seg"]})
-    p2seg_hard_pixel_ratio: list[VariantName] = Field(
-        default=["hpr-0.1", "hpr-0.2", "hpr-0.4", "hpr-0.8"], min_length=1,
-        description="P2Seg Table 5's fixed-ratio sweep (stages p2seg-sweep, evaluate-p2seg-sweep); the default "
-                    "run reads mdm.hard_pixel_ratio",
-        json_schema_extra={"variants_of": ["p2seg"]})
-    p2seg_mask_rcnn: list[VariantName] = Field(
-        default=["hrnet", "resnet", "s2i", "bestie-s2i", "bestie-s2i-i2s"], min_length=1,
-        description="P2Seg runs whose train pseudo labels fine-tune Mask R-CNN (Tables 1, 2, 4: hrnet, resnet; "
-                    "Table 3's rows after the segmentor): stages segment-p2seg, evaluate-segment-p2seg",
-        json_schema_extra={"variants_of": ["p2seg"]})
+    wsss_point_losses: list[VariantName] = _variant_list(
+        ["points-partial", "points-partial-lab", "points-partial-rgb", "points-all"],
+        "point-supervised WSSS with Point2Mask Table 4's semantic losses (stages wsss-table4, evaluate-wsss-table4); "
+        "points-partial is required: it is the maps of the point setting that BESTIE and P2Seg read", of=("wsss",))
+    bestie_image: list[VariantName] = _variant_list(
+        ["abl-cam", "abl-pam", "abl-pam-iag", "abl-pam-iag-refine", "abl-pam-refine", "iter-1", "iter-2", "pam-off"],
+        "BESTIE image-setting ablations (Tables 3, 5, 6, the no-PAM row of Table 8; Figure 6 reads abl-cam and "
+        "abl-pam-iag): stages bestie-ablation, evaluate-bestie-ablation", of=("bestie",))
+    bestie_pam: list[VariantName] = _variant_list(
+        ["pam-alpha-0.3", "pam-alpha-0.5", "pam-l4", "pam-l5", "pam-l4-l5", "pam-l5-l6", "pam-l4-l5-l6", "pam-l4-l6"],
+        "PAM controller α and PAM-layer rows (BESTIE Tables 7, 8): the peaks of each (stage wsss-pam-ablation) and "
+        "BESTIE trained on them (bestie-peaks, evaluate-bestie-peaks)", of=("wsss", "bestie"))
+    p2seg_ablation: list[VariantName] = _variant_list(
+        ["s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"],
+        "P2Seg Table 3's S2I / I2S ablation and the ResNet row of Tables 1 and 4 (stages p2seg-ablation, "
+        "evaluate-p2seg-variants)", of=("p2seg",))
+    p2seg_hard_pixel_ratio: list[VariantName] = _variant_list(
+        ["hpr-0.1", "hpr-0.2", "hpr-0.4", "hpr-0.8"],
+        "P2Seg Table 5's fixed-ratio sweep (stages p2seg-sweep, evaluate-p2seg-sweep); the default run reads "
+        "mdm.hard_pixel_ratio", of=("p2seg",))
+    p2seg_mask_rcnn: list[VariantName] = _variant_list(
+        ["hrnet", "resnet", "s2i", "bestie-s2i", "bestie-s2i-i2s"],
+        "P2Seg runs whose train pseudo labels fine-tune Mask R-CNN (Tables 1, 2, 4: hrnet, resnet; Table 3's rows "
+        "after the segmentor): stages segment-p2seg, evaluate-segment-p2seg", of=("p2seg",))
 
     @model_validator(mode="after")
     def _no_repeated_variant(self) -> "RunVariants":
