@@ -1,5 +1,6 @@
 """Table specs: every spec validates, and every reported number occurs verbatim in its paper's text."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_every_figure_spec_loads_and_its_caption_is_the_papers():
 
 
 def _resolve(value, params: dict):
-    """A dvc.yaml matrix value: a list, or ``${dotted.key}`` of params.yaml."""
+    """A dvc.yaml matrix / foreach value: a list, or ``${dotted.key}`` of params.yaml."""
     if isinstance(value, str) and value.startswith("${"):
         for key in value[2:-1].split("."):
             params = params[key]
@@ -113,18 +114,25 @@ def _resolve(value, params: dict):
 
 
 def _evaluated_experiments() -> set[tuple[str, str, str]]:
-    """(slot, method, variant) of every `bench evaluate` stage of dvc.yaml, matrices expanded with params.yaml."""
+    """(slot, method, variant) of every `bench evaluate` stage of dvc.yaml: each matrix / foreach item
+    substituted into the command, the lists read from params.yaml."""
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     found = set()
     for stage in yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values():
-        body = stage.get("do", stage)
-        args = dict(re.findall(r"--(dataset|method|variant) (\S+)", body["cmd"]))
-        if not body["cmd"].startswith("bench evaluate"):
+        cmd = stage.get("do", stage)["cmd"]
+        if not cmd.startswith("bench evaluate"):
             continue
-        matrix = {key: _resolve(value, params) for key, value in stage.get("matrix", {}).items()}
-        for slot in matrix.get("dataset", [args["dataset"]]):
-            for variant in matrix.get("variant", [args["variant"]]):
-                found.add((slot, args["method"], variant))
+        if "matrix" in stage:
+            matrix = {key: _resolve(value, params) for key, value in stage["matrix"].items()}
+            items = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())]
+            cmds = [re.sub(r"\$\{item\.(\w+)\}", lambda m, item=item: str(item[m.group(1)]), cmd) for item in items]
+        elif "foreach" in stage:
+            cmds = [cmd.replace("${item}", str(item)) for item in _resolve(stage["foreach"], params)]
+        else:
+            cmds = [cmd]
+        for resolved in cmds:
+            args = dict(re.findall(r"--(dataset|method|variant) (\S+)", resolved))
+            found.add((args["dataset"], args["method"], args["variant"]))
     return found
 
 
