@@ -62,7 +62,7 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_ablation_variants(params: Params) -> None:
+def check_run_variants(params: Params) -> None:
     """Every name in ``report.variants`` is a registered variant of each command its field's ``variants_of``
     names (dvc.yaml runs ``bench <command> --variant <name>`` for it)."""
     from bench.commands import bestie, p2seg, wsss
@@ -77,5 +77,5 @@ def check_ablation_variants(params: Params) -> None:
                                  f"{command} variant(s) (registered: {', '.join(registries[command])})")
 
 
-PARAMS_CHECKS.add("report.variants", check_ablation_variants)
+PARAMS_CHECKS.add("report.variants", check_run_variants)
 COMMANDS.add("params", Command("switch profile, validate or show params.yaml", _configure, _handle))
