@@ -59,6 +59,16 @@ def test_claims_are_judged_on_paper_and_reproduced_numbers(tmp_path):
     assert "| a beats b | held | not held |" in outcome.markdown
 
 
+def test_a_claim_on_a_harness_row_is_not_judged_on_the_papers_numbers(tmp_path):
+    harness_row = {"id": "h", "label": "harness baseline", "reported": {}, "reproduce": {"method": "p2seg", "variant": "h"}}
+    spec = {**SPEC, "rows": [*SPEC["rows"], harness_row],
+            "claims": [{"text": "a beats the baseline", "left": "a", "op": ">", "right": "h", "metric": "voc.mAP50"}]}
+    _metrics(tmp_path, "a", 0, 40.0)
+    _metrics(tmp_path, "h", 0, 30.0)
+    outcome = render_table(TableSpec.model_validate(spec), _ctx(tmp_path))
+    assert [(on_paper, ours) for _, on_paper, ours in outcome.claims] == [("– (harness row)", "held")]
+
+
 def test_a_claim_with_a_missing_side_is_pending():
     claim = Claim(text="x", left="a", op=">", right="b", metric="voc.mAP50")
     assert judge(claim, 1.0, None) == "pending"

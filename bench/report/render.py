@@ -117,6 +117,10 @@ _OPS: dict[str, Callable[[float, float, float], bool]] = {
 }
 
 
+#: The "Paper's numbers" cell of a claim that compares a harness row (a row the paper does not print).
+NOT_IN_PAPER = "– (harness row)"
+
+
 def judge(claim: Claim, left: float | None, right: float | None) -> str:
     """``held`` / ``not held`` / ``pending`` (a side has no number)."""
     if left is None or right is None or math.isnan(left) or math.isnan(right):
@@ -180,8 +184,9 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
         out.write("\n## Claims\n\n| Claim | Paper's numbers | Reproduced |\n|---|---|---|\n")
         for claim in spec.claims:
             rows = {r.id: r for r in spec.rows}
-            on_paper = judge(claim, rows[claim.left].reported.get(claim.metric),
-                             rows[claim.right].reported.get(claim.metric))
+            harness_side = not (rows[claim.left].reported and rows[claim.right].reported)
+            on_paper = NOT_IN_PAPER if harness_side else judge(
+                claim, rows[claim.left].reported.get(claim.metric), rows[claim.right].reported.get(claim.metric))
             lagg = results[claim.left].aggregate(claim.metric)
             ragg = results[claim.right].aggregate(claim.metric)
             on_ours = judge(claim, lagg.mean if lagg else None, ragg.mean if ragg else None)
