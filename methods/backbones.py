@@ -153,7 +153,7 @@ def _predict(model: _Classifier, images: np.ndarray, device: torch.device, batch
 
 
 def pretrain_classifier(
-    body: nn.Module,
+    backbone: str,
     images: np.ndarray,
     labels: np.ndarray,
     val_images: np.ndarray,
@@ -164,16 +164,18 @@ def pretrain_classifier(
     desc: str = "pretrain",
     on_eval: Callable[[int, dict[str, float]], None] | None = None,
 ) -> PretrainResult:
-    """Train ``body`` (a timm feature extractor) with a linear classifier on its pooled coarsest level to
-    predict the multi-hot ``labels`` (N, K) of ``images`` (N, H, W, 3 uint8); score the held-out
-    ``val_images`` every ``config.eval_every`` steps and at the end. Returns the body's weights (the
-    classifier is dropped, as ImageNet heads are) and the scores. Deterministic on CPU for a seed."""
+    """Train the timm feature extractor ``backbone`` from random weights with a linear classifier on its
+    pooled coarsest level to predict the multi-hot ``labels`` (N, K) of ``images`` (N, H, W, 3 uint8);
+    score the held-out ``val_images`` every ``config.eval_every`` steps and at the end. Returns the
+    body's weights (the classifier is dropped, as ImageNet heads are) and the scores. ``config.seed``
+    fixes the initial weights, the batch order and the flips: deterministic on CPU for a seed and a
+    thread count, whatever the global random state before the call."""
     if len(images) == 0 or len(val_images) == 0:
         raise ValueError("pre-training needs training and held-out images")
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = _Classifier(body, labels.shape[1]).to(device)
+    model = _Classifier(feature_extractor(backbone), labels.shape[1]).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, config.lr_factor)
     bar = None

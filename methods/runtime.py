@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["resolve_device", "set_deterministic", "deterministic", "MixedPrecision", "mixed_precision"]
+__all__ = ["resolve_device", "cap_cpu_threads", "set_deterministic", "deterministic", "MixedPrecision", "mixed_precision"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -18,6 +18,16 @@ def resolve_device(device: str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cap_cpu_threads(limit: int = 2) -> int | None:
+    """Without CUDA, cap torch's intra-op threads at ``limit`` (the embedded budget: 2 cores) and return
+    the count in effect; None on a CUDA machine (left alone). CPU results are deterministic for a
+    seed *and* a thread count — reductions split by thread — so the stages record this count."""
+    if torch.cuda.is_available():
+        return None
+    torch.set_num_threads(min(torch.get_num_threads(), limit))
+    return torch.get_num_threads()
 
 
 def set_deterministic(enabled: bool, *, warn_only: bool = False) -> None:

@@ -3,9 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from methods.runtime import deterministic, set_deterministic
+from methods.runtime import cap_cpu_threads, deterministic, set_deterministic
 
 
 def test_deterministic_block_sets_the_flags_and_restores_them():
@@ -36,3 +37,15 @@ def test_set_deterministic_also_sets_inductors_flag_once_inductor_is_loaded():
         assert inductor_config.deterministic is True
     finally:
         set_deterministic(previous)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA machines the thread count is left alone")
+def test_cap_cpu_threads_lowers_the_thread_count_and_reports_it():
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert cap_cpu_threads(2) == 2 == torch.get_num_threads()
+        torch.set_num_threads(1)
+        assert cap_cpu_threads(2) == 1 == torch.get_num_threads()  # never raised
+    finally:
+        torch.set_num_threads(previous)

@@ -481,10 +481,9 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
     (training checkpoints, Fig. 6's checkpoint labels) — yields ``(ctx, inputs, out)``."""
     with run_stage(stage, params_path=Path(args.params), method=method, variant=args.variant,
                    dataset=args.dataset) as ctx:
-        import torch
+        from methods.runtime import cap_cpu_threads
 
-        if not torch.cuda.is_available():
-            torch.set_num_threads(min(torch.get_num_threads(), 2))
+        cpu_threads = cap_cpu_threads()
         seed_everything(args.seed)
         slot = getattr(ctx.params.data, args.dataset)
         dataset = CanonicalDataset(canonical_dir(args.dataset))
@@ -493,7 +492,7 @@ def method_stage(stage: StageInfo, args: argparse.Namespace, *, method: str, wss
         record: dict[str, Any] = {"method": method, "variant": args.variant, "dataset": args.dataset,
                                   "seed": args.seed, "train_split": train.name, "val_split": val.name,
                                   "points_mode": ctx.params.bestie.point_mode, "profile": ctx.profile, **info,
-                                  "wsss_run": str(wsss_dir), "timing": {}}
+                                  "wsss_run": str(wsss_dir), "cpu_threads": cpu_threads, "timing": {}}
         t0 = time.perf_counter()
         final = run_dir(args.dataset, method, args.variant) / f"seed{args.seed}"
         partial = final.with_name(f"{final.name}.partial")

@@ -36,16 +36,16 @@ def _handle(args: argparse.Namespace) -> int:
         import torch
 
         from datasets.synthetic import PRESETS, render_classification_set
-        from methods.backbones import PretrainConfig, feature_extractor, pretrain_classifier
+        from methods.backbones import PretrainConfig, pretrain_classifier
+        from methods.runtime import cap_cpu_threads
 
         p, slot = ctx.params.pretrain, getattr(ctx.params.data, args.dataset)
         if p.backbones and slot.source not in PRESETS:
             raise ValueError(f"pretrain: data.{args.dataset}.source is {slot.source!r} (real data); pre-training "
                              "renders synthetic images — set pretrain.backbones: [] and point bestie.backbone_init / "
                              "mdm.backbone_init at a folder of ImageNet checkpoints")
-        if not torch.cuda.is_available():
-            torch.set_num_threads(min(torch.get_num_threads(), 2))
-        record: dict[str, Any] = {"dataset": args.dataset, "profile": ctx.profile, "backbones": {}, "timing": {}}
+        record: dict[str, Any] = {"dataset": args.dataset, "profile": ctx.profile, "cpu_threads": cap_cpu_threads(),
+                                  "backbones": {}, "timing": {}}
         with atomic_path(pretrain_dir(args.dataset), directory=True) as out:
             if p.backbones:
                 t0 = time.perf_counter()
@@ -58,7 +58,7 @@ def _handle(args: argparse.Namespace) -> int:
             for name in p.backbones:
                 t0 = time.perf_counter()
                 result = pretrain_classifier(
-                    feature_extractor(name), images[:p.images], labels[:p.images],
+                    name, images[:p.images], labels[:p.images],
                     images[p.images:], labels[p.images:], config, desc=f"pretrain {name}",
                     on_eval=lambda step, entry, name=name: ctx.run.log_metrics(
                         {f"{name}.{k}": v for k, v in entry.items() if k != "step"}, step=step))
