@@ -294,6 +294,9 @@ def _handle(args: argparse.Namespace) -> int:
         backend = BACKENDS.get(p.backend)
         backend.check(p)  # before any work: e.g. detectron2 missing
         seed_everything(args.seed)
+        from methods.runtime import cap_cpu_threads
+
+        cpu_threads = cap_cpu_threads()
         from methods.segmentor.labels import CategoryMap, parse_training_labels
 
         slot = getattr(ctx.params.data, args.dataset)
@@ -320,7 +323,7 @@ def _handle(args: argparse.Namespace) -> int:
             write_run_record(out / P.RUN_INFO, {
                 "method": row_method, "variant": row_variant, "dataset": args.dataset, "seed": args.seed,
                 "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile,
-                "labels": {"argument": args.labels, "file": str(source), **counts},
+                "cpu_threads": cpu_threads, "labels": {"argument": args.labels, "file": str(source), **counts},
                 "segmentor": p.model_dump(mode="json"), **job.info,
             })
         shutil.rmtree(checkpoint_dir, ignore_errors=True)

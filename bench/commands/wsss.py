@@ -303,6 +303,9 @@ def _handle(args: argparse.Namespace) -> int:
         out_dir = run_dir(args.dataset, "wsss", ACTIVE) if args.variant is None else \
             run_dir(args.dataset, "wsss", args.variant) / f"seed{args.seed}"
         seed_everything(args.seed)
+        from methods.runtime import cap_cpu_threads
+
+        cpu_threads = cap_cpu_threads()
         slot = getattr(ctx.params.data, args.dataset)
         dataset = CanonicalDataset(canonical_dir(args.dataset))
         with atomic_path(out_dir, directory=True) as out:
@@ -311,7 +314,8 @@ def _handle(args: argparse.Namespace) -> int:
             variant.build(job, variant.options)
             write_run_record(out / P.RUN_INFO, {
                 "method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
-                "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile, **job.info})
+                "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile,
+                "cpu_threads": cpu_threads, **job.info})
             ctx.run.log_metrics({f"timing.{k}": v for k, v in job.info.get("timing", {}).items()})
         log.info("%s: wsss %s maps written to %s", args.dataset, name, out_dir)
     return 0
