@@ -73,12 +73,24 @@ def git_state(root: Path | None = None) -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(dirty).lower()}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), "" when unknown."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
 def device_name() -> str:
-    """The accelerator a stage can use; without importing torch in stages that never load it."""
+    """The accelerator a stage used; on CPU the model and torch's thread count, since trained weights
+    depend on both (docs/pipeline.md). Does not import torch in stages that never load it."""
     torch = sys.modules.get("torch")
     if torch is None:
         return "cpu (torch not loaded)"
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu: {cpu_model() or 'unknown model'}, {torch.get_num_threads()} torch threads"
 
 
 def _with_retry(fn: Callable[[], T]) -> T:

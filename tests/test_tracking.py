@@ -73,3 +73,14 @@ def test_disabled_tracking_writes_no_store(tmp_path, monkeypatch):
     with stage_run(enabled=False, experiment="x", run_name="y", params={}, tags={}) as run:
         run.log_metrics({"a": 1.0})
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_device_tag_of_a_cpu_run_names_the_cpu_and_the_thread_count():
+    import torch
+
+    from bench.tracking import device_name
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine names its GPU")
+    assert device_name().startswith("cpu: ")
+    assert device_name().endswith(f", {torch.get_num_threads()} torch threads")
