@@ -192,7 +192,8 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any], *,
     from methods.bestie.train import BestieConfig
 
     cluster = ClusterConfig(magnitude_threshold=p.cluster_magnitude, area=p.cluster_area, epsilon=p.cluster_epsilon,
-                            inclusive=p.cluster_bounds == "inclusive", min_distance=p.cluster_min_distance)
+                            inclusive=p.cluster_bounds == "inclusive", min_distance=p.cluster_min_distance,
+                            min_center=p.cluster_min_center)
     config = BestieConfig(
         supervision=supervision, backbone=p.backbone,
         backbone_weights=backbone_checkpoint(slot, p.backbone_init, p.backbone),

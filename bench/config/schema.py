@@ -223,7 +223,9 @@ class BestieParams(Section):
         default=0.0, ge=0, lt=1, description="fraction of the iterations before self-refinement starts",
         json_schema_extra={"switch": "paper silent ('as training progresses'); release: from the first step (0)"})
     refine_threshold: Probability = Field(default=0.3, description="image-setting refinement centre threshold (0.3)")
-    refine_max_per_component: int = Field(default=5, ge=1, description="refined centres per component (release: 5)")
+    refine_max_per_component: int = Field(
+        default=5, ge=1, description="image-setting refinement: a component with more centres is left unlabelled "
+                                     "(release MAXIMUM_NUM_INST: 5)")
     refined_offset_target: Literal["centroid", "center"] = Field(
         default="centroid", description="refined offsets point to the grouped mask's centroid or to its centre",
         json_schema_extra={"switch": "paper: centroid of each grouped mask (Listing 5); release (point setting): "
@@ -246,6 +248,9 @@ class BestieParams(Section):
                                        "detected centre; 0 = always",
         json_schema_extra={"switch": "paper: every cluster complements the centres (0); release: only clusters "
                                      "> 100 px (at 416 px) from every detected peak"})
+    cluster_min_center: float = Field(
+        default=0.05, description="a clustered centre is kept only where the component's centre map exceeds this",
+        json_schema_extra={"switch": "paper silent; release: 0.05 (get_instance_segmentation)"})
     lambda_center: float = Field(default=200.0, ge=0, description="λ_center (Eq. 6: 200)")
     lambda_offset: float = Field(default=0.01, ge=0, description="λ_offset (Eq. 6: 0.01)")
     lambda_semantic: float = Field(default=1.0, ge=0, description="λ_sem (Eq. 6: 1)")

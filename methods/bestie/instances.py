@@ -3,36 +3,41 @@
 - :func:`group_to_points` — point setting (Sec. 4.3, release): the WSSS foreground of each class
   grouped by the predicted offsets to the class's GT points (Eq. 1).
 - :func:`segment_instances` — the image-setting refinement and the inference of both settings:
-  per class, connected components (>= ``min_area`` px) of a semantic map; centres from the
-  predicted centre map (threshold + NMS), complemented by centre clustering; at most
-  ``max_per_component`` centres per component; Eq. (1) inside the component; score = centre score
-  × mean class probability of the mask. A component without a centre becomes one instance at
-  inference (``keep_centerless``) and is left unlabelled during refinement.
+  per class, connected components (>= ``min_area`` px) of a semantic map, each split by
+  :func:`component_instances` as the release's ``get_instance_segmentation`` does: peaks of the centre
+  map masked to the component (threshold + NMS), complemented by clustered centres; a component with
+  more than ``max_per_component`` centres is left out; Eq. (1) inside the component; score = centre
+  score × mean class probability of the mask (the release's two rules, ``score_rule``). A component
+  without a centre becomes one instance at inference (``keep_centerless``) and is left unlabelled
+  during refinement.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from .grouping import Center, cluster_centers, find_centers, group_pixels, merge_centers
 from .transfer import component_labels
 
-__all__ = ["ClusterConfig", "Instance", "group_to_points", "segment_instances"]
+__all__ = ["ClusterConfig", "Instance", "ScoreRule", "component_instances", "group_to_points", "segment_instances"]
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
     """Centre clustering (appendix): |o| < magnitude_threshold, area within area ± epsilon
-    (``inclusive`` bounds: paper; strict: release), added only farther than ``min_distance`` px
-    from every detected centre (release: 100 px; 0 = always)."""
+    (``inclusive`` bounds: paper; strict: release), kept only where the component's centre map exceeds
+    ``min_center`` (release: 0.05; the paper is silent), added only farther than ``min_distance`` px
+    from every detected centre of the component (release: 100 px; 0 = always)."""
 
     magnitude_threshold: float = 2.5
     area: int = 21
     epsilon: int = 3
     inclusive: bool = True
     min_distance: float = 0.0
+    min_center: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,90 @@ def group_to_points(
     return out
 
 
+ScoreRule = Literal["inference", "refinement"]
+
+
+def _instance_score(peak: float, seg: float, rule: ScoreRule, threshold: float) -> float:
+    """The confidence of one grouped mask from ``peak`` (the highest centre value in the mask, an added
+    clustered centre counting as 1.0) and ``seg`` (its mean class probability), as the release computes it:
+
+    - ``inference`` (``get_ins_map``): peak × seg, where a peak ≥ 1 (a clustered centre) counts as seg;
+    - ``refinement`` (``refine_label_generation``, the soft weight W of Eq. 2): peak × seg clipped to
+      [0, 1], or seg alone when the peak is below the refinement threshold.
+    """
+    if rule == "inference":
+        return (seg if peak >= 1.0 else peak) * seg
+    if rule == "refinement":
+        return seg if peak < threshold else min(max(peak * seg, 0.0), 1.0)
+    raise ValueError(f"score rule must be 'inference' or 'refinement', got {rule!r}")
+
+
+def component_instances(
+    component: np.ndarray,
+    cls: int,
+    class_prob: np.ndarray,
+    center_map: np.ndarray,
+    offset: np.ndarray,
+    *,
+    threshold: float,
+    nms_kernel: int,
+    cluster: ClusterConfig | None,
+    max_per_component: int | None,
+    keep_centerless: bool,
+    score_rule: ScoreRule,
+) -> list[Instance]:
+    """The instances of one semantic component (the release's ``get_instance_segmentation`` on it).
+
+    The class's centre map is masked to the component (0 outside) before peak finding, so a peak is a
+    local maximum within the component; clustered centres (appendix) whose masked centre value exceeds
+    ``cluster.min_center`` complement them (only those farther than ``cluster.min_distance`` from every
+    peak of the component when it has peaks); Eq. (1) groups the component to the centres. A component
+    with more than ``max_per_component`` centres yields nothing (release: "too many centers in single
+    contour"); one without centres yields itself when ``keep_centerless`` (inference) and nothing
+    otherwise. Scores: :func:`_instance_score`.
+
+    Args:
+        component: (H, W) bool mask; class_prob: (H, W) probability of ``cls``; center_map: (H, W) the
+            class's centre heatmap; offset: (2, H, W) [dy, dx].
+    """
+    roi = np.where(component, center_map, 0.0)
+    centers = find_centers(roi[None], np.array([cls]), threshold=threshold, nms_kernel=nms_kernel, region=component)
+    marked = roi.copy()
+    if cluster is not None:
+        yx = cluster_centers(offset, component, magnitude_threshold=cluster.magnitude_threshold, area=cluster.area,
+                             epsilon=cluster.epsilon, inclusive=cluster.inclusive)
+        pixels = [(int(y), int(x)) for y, x in yx]  # the release's int32 truncation of the centroid
+        clustered = [Center(cls, float(y), float(x), 1.0) for (y, x), (iy, ix) in zip(yx, pixels)
+                     if roi[iy, ix] > cluster.min_center]
+        merged = merge_centers(centers, clustered, min_distance=cluster.min_distance)
+        for ct in merged[len(centers):]:
+            marked[int(ct.y), int(ct.x)] = 1.0  # the release marks an added cluster as a peak of value 1
+        centers = merged
+    if max_per_component is not None and len(centers) > max_per_component:
+        return []
+    if centers:
+        grouped = group_pixels(offset, component, np.array([[ct.y, ct.x] for ct in centers]))
+        masks = [(grouped == j + 1, (ct.y, ct.x)) for j, ct in enumerate(centers)]
+    elif keep_centerless:
+        masks = [(component, _centroid(component))]
+    else:
+        return []
+    out: list[Instance] = []
+    for mask, center in masks:
+        if not mask.any():
+            continue
+        peak, seg = float(marked[mask].max()), float(class_prob[mask].mean())
+        if score_rule == "refinement" and peak < threshold:
+            center = tuple(float(int(v)) for v in _centroid(component))  # release: the contour's (int) centroid
+        out.append(Instance(mask, cls, _instance_score(peak, seg, score_rule, threshold), center))
+    return out
+
+
+def _centroid(mask: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(mask)
+    return float(ys.mean()), float(xs.mean())
+
+
 def segment_instances(
     semantic: np.ndarray,
     class_prob: np.ndarray,
@@ -74,8 +163,11 @@ def segment_instances(
     cluster: ClusterConfig | None,
     max_per_component: int | None,
     keep_centerless: bool,
+    score_rule: ScoreRule,
 ) -> list[Instance]:
-    """Instances of one image from a semantic map and the network's centre/offset outputs.
+    """Instances of one image from a semantic map and the network's centre/offset outputs: per thing
+    class, the 8-connected components of ``semantic == class`` with at least ``min_area`` pixels, each
+    split by :func:`component_instances`.
 
     Args:
         semantic: (H, W) semantic indices (the predicted argmax at inference; the WSSS map in the
@@ -87,8 +179,9 @@ def segment_instances(
         threshold, nms_kernel: centre extraction (inference 0.1 / 41, refinement 0.3 / 41).
         min_area: smaller components are dropped.
         cluster: centre clustering, or None (off).
-        max_per_component: keep the highest-scoring centres of a component (refinement: 5).
+        max_per_component: a component with more centres is left out (refinement: 5); None = no limit.
         keep_centerless: a component without a centre becomes one instance (inference).
+        score_rule: ``inference`` or ``refinement`` scores (:func:`_instance_score`).
     """
     out: list[Instance] = []
     for c, cls in enumerate(np.asarray(channel_classes).reshape(-1)):
@@ -97,34 +190,10 @@ def segment_instances(
             continue
         labels, n = component_labels(region, 8)
         areas = np.bincount(labels.ravel(), minlength=n + 1)
-        centers = find_centers(center_map[c : c + 1], np.array([cls]), threshold=threshold,
-                               nms_kernel=nms_kernel, region=region)
-        if cluster is not None:
-            yx = cluster_centers(offset, region, magnitude_threshold=cluster.magnitude_threshold,
-                                 area=cluster.area, epsilon=cluster.epsilon, inclusive=cluster.inclusive)
-            extra = []
-            for y, x in yx:
-                iy, ix = int(round(y)), int(round(x))
-                extra.append(Center(int(cls), float(y), float(x), float(center_map[c, iy, ix])))
-            centers = merge_centers(centers, extra, min_distance=cluster.min_distance)
-        at = [int(labels[int(round(ct.y)), int(round(ct.x))]) for ct in centers]
         for k in range(1, n + 1):
-            if areas[k] < min_area:
-                continue
-            mask_k = labels == k
-            mine = sorted((ct for ct, lab in zip(centers, at) if lab == k), key=lambda ct: -ct.score)
-            if max_per_component is not None:
-                mine = mine[:max_per_component]
-            prob = class_prob[cls]
-            if not mine:
-                if keep_centerless:
-                    score = float(center_map[c][mask_k].max()) * float(prob[mask_k].mean())
-                    ys, xs = np.nonzero(mask_k)
-                    out.append(Instance(mask_k, int(cls), score, (float(ys.mean()), float(xs.mean()))))
-                continue
-            grouped = group_pixels(offset, mask_k, np.array([[ct.y, ct.x] for ct in mine]))
-            for j, ct in enumerate(mine):
-                m = grouped == j + 1
-                if m.any():
-                    out.append(Instance(m, int(cls), ct.score * float(prob[m].mean()), (ct.y, ct.x)))
+            if areas[k] >= min_area:
+                out += component_instances(labels == k, int(cls), class_prob[cls], center_map[c], offset,
+                                           threshold=threshold, nms_kernel=nms_kernel, cluster=cluster,
+                                           max_per_component=max_per_component, keep_centerless=keep_centerless,
+                                           score_rule=score_rule)
     return out

@@ -251,7 +251,8 @@ def _refined_batch(
             found = segment_instances(a.semantic, outputs["prob"][i], outputs["center"][i], offset, thing_classes,
                                       threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
                                       min_area=config.min_area, cluster=config.cluster,
-                                      max_per_component=config.refine_max_per_component, keep_centerless=False)
+                                      max_per_component=config.refine_max_per_component, keep_centerless=False,
+                                      score_rule="refinement")
             masks = [f.mask for f in found]
             centers = [f.center for f in found]
             scores = [f.score for f in found]
@@ -570,7 +571,7 @@ def infer_instances(
     return segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"],
                              np.asarray(thing_classes), threshold=config.infer_threshold, nms_kernel=config.nms_kernel,
                              min_area=config.min_area, cluster=config.cluster, max_per_component=None,
-                             keep_centerless=True)
+                             keep_centerless=True, score_rule="inference")
 
 
 def refined_instances(
@@ -580,12 +581,14 @@ def refined_instances(
     """The final refined labels of a training image (the exported pseudo labels), with the index of
     the cue each came from (None in the image setting): point setting — the WSSS foreground grouped
     to the GT points by the predicted offsets (:func:`point_instances`); image setting — the
-    image-setting refinement (centres > ``refine_threshold``, ≤ ``refine_max_per_component`` per
-    component, clustering), score = centre score × mean class probability."""
+    image-setting refinement (centres > ``refine_threshold`` and clustering; a component with more than
+    ``refine_max_per_component`` centres is left out), score = the refinement rule of
+    :func:`~methods.bestie.instances.component_instances`."""
     if config.supervision == "points":
         return list(point_instances(outputs, semantic, cues_yx, cue_classes))
     found = segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"], np.asarray(thing_classes),
                               threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
                               min_area=config.min_area, cluster=config.cluster,
-                              max_per_component=config.refine_max_per_component, keep_centerless=False)
+                              max_per_component=config.refine_max_per_component, keep_centerless=False,
+                              score_rule="refinement")
     return [(f, None) for f in found]

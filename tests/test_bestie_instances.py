@@ -1,0 +1,122 @@
+"""BESTIE instance extraction per semantic component (the release's ``get_instance_segmentation``):
+peaks of the component-masked centre map, clustered centres with the 0.05 gate, the ``> 5 centres``
+rule of the refinement, and the inference / refinement scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from methods.bestie import ClusterConfig, segment_instances
+from methods.bestie.transfer import offset_field
+
+CLS = 1
+FAR = np.full((2, 1, 1), 50.0, np.float32)  # offsets far from 0: no offset cluster anywhere
+
+
+def _segment(semantic, prob, center, offset, *, threshold=0.1, cluster=None, max_per_component=None,
+             keep_centerless=True, score_rule="inference"):
+    class_prob = np.stack([1.0 - prob, prob]).astype(np.float32)
+    return segment_instances(semantic, class_prob, center[None].astype(np.float32), offset.astype(np.float32),
+                             np.array([CLS]), threshold=threshold, nms_kernel=5, min_area=1, cluster=cluster,
+                             max_per_component=max_per_component, keep_centerless=keep_centerless,
+                             score_rule=score_rule)
+
+
+def test_a_higher_value_outside_the_component_does_not_suppress_its_peak():
+    # two components of class 1 one column apart (x 0-2 and x 4-6); centre 0.4 at x = 2 and 0.9 at x = 4
+    # lie in one 5-px NMS window. Masked to its own component (release), x = 2 is a peak of the left one.
+    semantic = np.zeros((1, 7), np.uint8)
+    semantic[0, 0:3] = semantic[0, 4:7] = CLS
+    center = np.zeros((1, 7))
+    center[0, 2], center[0, 4] = 0.4, 0.9
+    found = _segment(semantic, np.full((1, 7), 0.5), center, np.zeros((2, 1, 7)))
+    assert [(f.center, f.score) for f in found] == [((0.0, 2.0), pytest.approx(0.4 * 0.5)),
+                                                     ((0.0, 4.0), pytest.approx(0.9 * 0.5))]
+
+
+def test_a_peak_just_outside_the_component_leaves_its_border_pixel_as_the_centre():
+    # the predicted peak (0.8) sits on background next to the component; inside, the highest value is 0.3
+    # on the border pixel — a centre there, score 0.3 × the mean class probability 0.6
+    semantic = np.zeros((1, 6), np.uint8)
+    semantic[0, 0:4] = CLS
+    center = np.array([[0.0, 0.1, 0.2, 0.3, 0.8, 0.1]])
+    found = _segment(semantic, np.full((1, 6), 0.6), center, np.zeros((2, 1, 6)))
+    assert len(found) == 1 and found[0].center == (0.0, 3.0) and found[0].score == pytest.approx(0.3 * 0.6)
+
+
+def _two_blobs():
+    """Two 13×13 squares of class 1 in one component (joined by a bridge row), offsets to (8, 8) and
+    (8, 26): the offset clustering finds exactly the two 21-px cores."""
+    inst = np.zeros((20, 36), np.int32)
+    inst[2:15, 2:15], inst[2:15, 20:33] = 1, 2
+    offset = offset_field(inst, [(8.0, 8.0), (8.0, 26.0)])
+    semantic = (inst > 0).astype(np.uint8)
+    semantic[8, 15:20] = CLS  # the bridge: one component
+    return semantic, offset
+
+
+@pytest.mark.parametrize("value,expected_instances", [(0.05, 1), (0.06, 2)])
+def test_clustered_centres_need_a_centre_value_above_0_05(value, expected_instances):
+    semantic, offset = _two_blobs()
+    center = np.full(semantic.shape, value)  # below the 0.1 threshold: no detected peak
+    found = _segment(semantic, np.full(semantic.shape, 0.8), center, offset, cluster=ClusterConfig())
+    assert len(found) == expected_instances
+
+
+def test_a_clustered_centre_scores_the_square_of_the_mean_class_probability_at_inference():
+    semantic, offset = _two_blobs()
+    found = _segment(semantic, np.full(semantic.shape, 0.8), np.full(semantic.shape, 0.06), offset,
+                     cluster=ClusterConfig())
+    assert [f.center for f in found] == [(8.0, 8.0), (8.0, 26.0)]
+    assert [f.score for f in found] == pytest.approx([0.64, 0.64])  # centre counts as seg: 0.8 × 0.8
+
+
+def test_a_centreless_component_scores_its_highest_centre_value_times_its_probability():
+    semantic, offset = _two_blobs()
+    center = np.zeros(semantic.shape)
+    center[3, 3] = 0.04  # below every threshold
+    found = _segment(semantic, np.full(semantic.shape, 0.8), center, offset, cluster=ClusterConfig())
+    assert len(found) == 1 and found[0].mask.sum() == (semantic > 0).sum()
+    assert found[0].score == pytest.approx(0.04 * 0.8)
+    assert _segment(semantic, np.full(semantic.shape, 0.8), center, offset, cluster=ClusterConfig(),
+                    keep_centerless=False) == []
+
+
+def _peaks_in_a_row(n: int):
+    """One 1×(6n) component with n isolated centre peaks 0.9 (6 px apart) and zero offsets."""
+    semantic = np.full((1, 6 * n), CLS, np.uint8)
+    center = np.zeros((1, 6 * n))
+    center[0, 3::6] = 0.9
+    return semantic, center, np.zeros((2, 1, 6 * n))
+
+
+@pytest.mark.parametrize("n,expected", [(5, 5), (6, 0)])
+def test_refinement_leaves_out_a_component_with_more_than_five_centres(n, expected):
+    semantic, center, offset = _peaks_in_a_row(n)
+    found = _segment(semantic, np.full(semantic.shape, 0.5), center, offset, threshold=0.3, max_per_component=5,
+                     keep_centerless=False, score_rule="refinement")
+    assert len(found) == expected
+
+
+def test_refinement_weight_is_centre_times_probability_clipped_to_one():
+    semantic, center, offset = _peaks_in_a_row(1)
+    center[0, 3] = 1.5  # a linear head may overshoot 1
+    [low] = _segment(semantic, np.full(semantic.shape, 0.5), center * 0.5, offset, threshold=0.3,
+                     keep_centerless=False, score_rule="refinement")
+    [high] = _segment(semantic, np.full(semantic.shape, 0.9), center, offset, threshold=0.3,
+                      keep_centerless=False, score_rule="refinement")
+    assert low.score == pytest.approx(0.75 * 0.5) and high.score == pytest.approx(1.0)
+
+
+def test_inference_treats_a_centre_value_of_one_or_more_as_a_clustered_centre():
+    semantic, center, offset = _peaks_in_a_row(1)
+    center[0, 3] = 1.2
+    [found] = _segment(semantic, np.full(semantic.shape, 0.5), center, offset)
+    assert found.score == pytest.approx(0.5 * 0.5)  # the release's `center_score >= 1` rule
+
+
+def test_unknown_score_rule_is_an_error():
+    semantic, center, offset = _peaks_in_a_row(1)
+    with pytest.raises(ValueError, match="score rule"):
+        _segment(semantic, np.full(semantic.shape, 0.5), center, offset, score_rule="mean")
