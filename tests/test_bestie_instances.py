@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from methods.bestie import ClusterConfig, segment_instances
+from methods.bestie.instances import component_instances
+from methods.bestie.transfer import component_labels
 from methods.bestie.transfer import offset_field
 
 CLS = 1
@@ -120,3 +122,30 @@ def test_unknown_score_rule_is_an_error():
     semantic, center, offset = _peaks_in_a_row(1)
     with pytest.raises(ValueError, match="score rule"):
         _segment(semantic, np.full(semantic.shape, 0.5), center, offset, score_rule="mean")
+
+
+@pytest.mark.parametrize("score_rule", ["inference", "refinement"])
+def test_the_padded_box_of_a_component_gives_the_same_instances_as_the_whole_image(score_rule):
+    """segment_instances splits each component on its bounding box padded by nms_kernel // 2; the result
+    must equal component_instances run on the whole image, component by component."""
+    rng = np.random.default_rng(0)
+    h, w, nms = 40, 48, 7
+    semantic = rng.integers(0, 3, (h, w)).astype(np.uint8)
+    semantic = np.kron(semantic[::4, ::4], np.ones((4, 4), np.uint8))  # blocky components of classes 1, 2
+    prob = rng.uniform(0.2, 1.0, (3, h, w)).astype(np.float32)
+    center = rng.uniform(0.0, 0.6, (2, h, w)).astype(np.float32)
+    offset = rng.normal(0.0, 2.0, (2, h, w)).astype(np.float32)
+    options = dict(threshold=0.3, nms_kernel=nms, cluster=ClusterConfig(magnitude_threshold=3.0),
+                   max_per_component=5 if score_rule == "refinement" else None,
+                   keep_centerless=score_rule == "inference", score_rule=score_rule)
+    found = segment_instances(semantic, prob, center, offset, np.array([1, 2]), min_area=3, **options)
+    expected = []
+    for c, cls in enumerate([1, 2]):
+        labels, n = component_labels(semantic == cls, 8)
+        for k in range(1, n + 1):
+            if (labels == k).sum() >= 3:
+                expected += component_instances(labels == k, cls, prob[cls], center[c], offset, **options)
+    assert len(found) == len(expected) > 10
+    for f, e in zip(found, expected):
+        assert np.array_equal(f.mask, e.mask) and f.cls == e.cls
+        assert f.score == pytest.approx(e.score) and f.center == pytest.approx(e.center)
