@@ -182,8 +182,8 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
     claims = []
     if spec.claims:
         out.write("\n## Claims\n\n| Claim | Paper's numbers | Reproduced |\n|---|---|---|\n")
+        rows = {r.id: r for r in spec.rows}
         for claim in spec.claims:
-            rows = {r.id: r for r in spec.rows}
             harness_side = not (rows[claim.left].reported and rows[claim.right].reported)
             on_paper = NOT_IN_PAPER if harness_side else judge(
                 claim, rows[claim.left].reported.get(claim.metric), rows[claim.right].reported.get(claim.metric))
