@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from methods.bestie.train import BestieConfig, clean_probabilities, infer_instances, predict_outputs
+from methods.bestie.train import (BestieConfig, annotated_instances, clean_probabilities, infer_instances,
+                                  predict_outputs)
 
 THINGS = [1, 2]  # semantic indices of the thing classes; 0 = background
 CONFIG = BestieConfig(supervision="points", min_area=1, nms_kernel=3, cluster=None, val_clean=True)
@@ -92,10 +93,10 @@ def _split_with_labels(labels: dict[int, list[int]]):
     return SimpleNamespace(dataset=dataset, images=images, image_labels=labels, root=Path("val"), name="val")
 
 
-def test_val_image_labels_become_semantic_indices_per_image():
-    from bench.commands.bestie import val_image_classes
+def test_image_labels_become_semantic_indices_per_image():
+    from bench.commands.bestie import image_label_classes
 
-    assert val_image_classes(_split_with_labels({1: [15], 2: [12, 15]})) == {1: [2], 2: [1, 2]}
+    assert image_label_classes(_split_with_labels({1: [15], 2: [12, 15]})) == {1: [2], 2: [1, 2]}
 
 
 
@@ -129,3 +130,22 @@ def test_flip_tta_can_average_the_offsets_with_dx_negated_back():
     tta = _flip_tta("average")
     assert np.allclose(tta["offset"][1, 0], [-1.5, -0.5, 0.5, 1.5])  # (x - (3 - x)) / 2
     assert np.array_equal(tta["offset"][0, 0], [0.0, 0.0, 0.0, 0.0])
+
+
+def test_annotated_instances_keep_the_index_of_the_point_each_mask_was_grouped_to():
+    # the exported train labels (bestie.export = network): a 1×6 strip of class 1 and points at x = 5 and
+    # x = 0 (in that order): the right half joins point 0, the left half point 1
+    prob = np.zeros((3, 1, 6))
+    prob[0], prob[1] = 0.1, 0.9
+    points = (np.array([[0, 5], [0, 0]]), np.array([1, 1]))
+    found = annotated_instances(_outputs(prob), THINGS, CONFIG, present=[1], points=points)
+    assert [(f.mask[0].nonzero()[0].tolist(), k) for f, k in found] == [([3, 4, 5], 0), ([0, 1, 2], 1)]
+
+
+def test_annotated_instances_in_the_image_setting_keep_a_centreless_component_without_a_point():
+    prob = np.zeros((3, 1, 6))
+    prob[0], prob[2] = 0.1, 0.9  # class 2, absent from the image labels: cleaned away, nothing is left
+    assert annotated_instances(_outputs(prob), THINGS, replace(CONFIG, supervision="image"), present=[1]) == []
+    prob[1], prob[2] = 0.9, 0.0  # class 1, listed: no centre, so the whole component, no point index
+    [(found, point)] = annotated_instances(_outputs(prob), THINGS, replace(CONFIG, supervision="image"), present=[1])
+    assert found.mask.sum() == 6 and found.cls == 1 and point is None

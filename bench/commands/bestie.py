@@ -1,10 +1,11 @@
 """``bench bestie`` — BESTIE (paper 002) in the point and image-label settings (stage ``bestie``).
 
 Writes ``runs/<slot>/bestie/<variant>/seed<k>/``: ``val_instances.json`` (inference on val),
-``train_pseudo.json`` (the final refined instance maps of the training images, one record per
-grouped point with ``point_annotation_id``; ``null`` in the image setting), ``train_pseudo_steps/``
-(the same at ``bestie.pseudo_curve_points`` training steps, for Fig. 6; listed in ``run.json`` as
-``pseudo_curve``) and ``run.json``.
+``train_pseudo.json`` (the labels the trained network exports for the training images,
+``bestie.export``: by default its inference with the image's own weak labels — one record per point
+with ``point_annotation_id`` in the point setting, ``null`` in the image setting — or the final
+refined labels), ``train_pseudo_steps/`` (the self-refinement's labels at ``bestie.pseudo_curve_points``
+training steps, for Fig. 6; listed in ``run.json`` as ``pseudo_curve``) and ``run.json``.
 
 Inputs: the WSSS maps of a wsss run (``<run>/train_semantic/<stem>.png``; ``--wsss``, default per
 variant), the instance cues — GT points (``data/points/<slot>/<split>_<bestie.point_mode>.json``)
@@ -292,7 +293,7 @@ def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
         yield from (sample.image, sample.semantic, t.instance_map, t.centers, t.classes, t.cues, t.cue_classes)
 
 
-def val_image_classes(split: CanonicalSplit) -> dict[int, list[int]]:
+def image_label_classes(split: CanonicalSplit) -> dict[int, list[int]]:
     """Image id → the semantic indices of the classes its image labels name (``image_labels.json``)."""
     labels = split.image_labels
     return {im.id: [split.dataset.semantic_index(c) for c in labels[im.id]] for im in split.images}
@@ -310,7 +311,7 @@ def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any
     present: dict[int, list[int]] = {}
     points: dict[int, Cues] = {}
     if config.val_clean:
-        present = val_image_classes(val)
+        present = image_label_classes(val)
         if config.supervision == "points":
             points = load_cues(points_file(inputs.info["dataset"], val.name, inputs.info["points_mode"]), val, dataset)
     records: list[dict] = []
@@ -325,8 +326,8 @@ def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any
 
 
 def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs: MethodInputs) -> None:
-    from methods.bestie.train import (Sample, build_pseudo_targets, predict_outputs, refined_instances,
-                                      targets_from_instances, train_bestie)
+    from methods.bestie.train import (Sample, annotated_instances, build_pseudo_targets, predict_outputs,
+                                      refined_instances, targets_from_instances, train_bestie)
     from methods.bestie import TransferStats
 
     p, dataset, train, info = ctx.params.bestie, inputs.dataset, inputs.train, inputs.info
@@ -355,6 +356,18 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         return [refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config)
                 for im, o in zip(train.images, predicted)]
 
+    train_labels = image_label_classes(train)
+
+    def export_all(model: Any, refined: list[list[tuple[Any, int | None]]]) -> list[list[tuple[Any, int | None]]]:
+        """The labels a finished round hands on (train_pseudo.json, the next round, the segmentor)."""
+        if p.export == "refined":
+            return refined
+        predicted = predict_outputs(model, train_ims, flip_tta=config.flip_tta,
+                                    flip_tta_offsets=config.flip_tta_offsets)
+        return [annotated_instances(o, things, config, present=train_labels[im.id],
+                                    points=(cues[im.id].yx, cues[im.id].classes))
+                for im, o in zip(train.images, predicted)]
+
     def records(refined: list[list[tuple[Any, int | None]]]) -> list[dict]:
         return [r for im, found in zip(train.images, refined)
                 for r in pseudo_records(im.id, found, dataset.semantic_classes, cues[im.id].annotation_ids)]
@@ -366,6 +379,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     # folder, which a resumed run keeps, then copied into the run)
     curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in ([0, *steps] if steps else [])}
     refined: list[list[tuple[Any, int | None]]] = []
+    exported: list[list[tuple[Any, int | None]]] = []
     at_step: dict[int, list[list[tuple[Any, int | None]]]] = {}  # the last round's refinement per checkpoint
 
     def export_checkpoint(step: int, model: Any) -> None:
@@ -376,7 +390,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         t0 = time.perf_counter()
         if steps and round_ == last:
             initial = (rule_records(train, maps, cues, transfer_rule(config.min_area),
-                                    tag=variant.supervision == "points")[0] if round_ == 0 else records(refined))
+                                    tag=variant.supervision == "points")[0] if round_ == 0 else records(exported))
             write_json(inputs.partial / curve_files["step 0"], initial, indent=None)
         round_config = dataclasses.replace(config, seed=args.seed + round_)
         model = train_bestie(
@@ -392,15 +406,16 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
                                             "images_per_second": round(config.iterations * config.batch_size / seconds, 2)}
         # the final checkpoint already refined the final model (not when a finished checkpoint was resumed)
         refined = at_step[config.iterations] if round_ == last and config.iterations in at_step else refine_all(model)
-        if round_ < last:  # Table 5: the refined labels become the next round's pseudo labels
+        exported = export_all(model, refined)
+        if round_ < last:  # Table 5: the exported labels become the next round's pseudo labels
             samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
                 maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],
-                [i.cls for i, _ in r], cues[im.id].yx, cues[im.id].classes)) for im, r in zip(train.images, refined)]
+                [i.cls for i, _ in r], cues[im.id].yx, cues[im.id].classes)) for im, r in zip(train.images, exported)]
     for name in curve_files.values():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(inputs.partial / name, out / name)
     info["pseudo_curve"] = curve_files
-    pseudo = records(refined)
+    pseudo = records(exported)
     t0 = time.perf_counter()
     val_records = predict_val(model, inputs, things, config, desc="bestie val")
     info["timing"]["val_seconds"] = round(time.perf_counter() - t0, 2)
