@@ -111,6 +111,37 @@ def test_refinement_weight_is_centre_times_probability_clipped_to_one():
     assert low.score == pytest.approx(0.75 * 0.5) and high.score == pytest.approx(1.0)
 
 
+def test_refined_centre_is_the_highest_centre_value_its_mask_received():
+    # one 12-px row, NMS kernel 5: peaks at x = 2 (0.5) and x = 9 (0.9); x = 8 (0.8) is no peak (x = 9 is
+    # higher) but its offset sends it to x = 2. The release's refined centre of that mask is its argmax,
+    # x = 8 (and the weight 0.8 × 0.5), not the peak it was grouped to.
+    semantic = np.full((1, 12), CLS, np.uint8)
+    center = np.zeros((1, 12))
+    center[0, 2], center[0, 8], center[0, 9] = 0.5, 0.8, 0.9
+    offset = np.zeros((2, 1, 12))
+    offset[1, 0, :9] = 2.0 - np.arange(9)  # x 0-8 point at x = 2, x 9-11 stay on themselves (nearest x = 9)
+    found = _segment(semantic, np.full((1, 12), 0.5), center, offset, threshold=0.3, keep_centerless=False,
+                     score_rule="refinement")
+    assert [(f.center, f.score) for f in found] == [((0.0, 9.0), pytest.approx(0.9 * 0.5)),
+                                                     ((0.0, 8.0), pytest.approx(0.8 * 0.5))]
+
+
+def test_a_mask_below_the_refinement_threshold_is_centred_on_the_contour_integer_centroid():
+    # peaks at x = 2 (0.5) and x = 9 (0.9) of one 12-px row; only x 0-1 are grouped to x = 2 (the rest,
+    # the peak itself included, to x = 9), so that mask's highest centre value is 0 < 0.3: the release
+    # labels it at the contour's int-truncated centroid (x 5.5 → 5) with weight = its class probability
+    semantic = np.full((1, 12), CLS, np.uint8)
+    center = np.zeros((1, 12))
+    center[0, 2], center[0, 9] = 0.5, 0.9
+    offset = np.zeros((2, 1, 12))
+    offset[1, 0, :2] = 2.0 - np.arange(2)
+    offset[1, 0, 2:] = 9.0 - np.arange(2, 12)
+    found = _segment(semantic, np.full((1, 12), 0.6), center, offset, threshold=0.3, keep_centerless=False,
+                     score_rule="refinement")
+    assert [(f.center, f.score, int(f.mask.sum())) for f in found] == [
+        ((0.0, 9.0), pytest.approx(0.9 * 0.6), 10), ((0.0, 5.0), pytest.approx(0.6), 2)]
+
+
 def test_inference_treats_a_centre_value_of_one_or_more_as_a_clustered_centre():
     semantic, center, offset = _peaks_in_a_row(1)
     center[0, 3] = 1.2

@@ -350,26 +350,25 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
     train_ims = [images[i.id] for i in train.images]
 
-    def refine_all(model: Any) -> list[list[tuple[Any, int | None]]]:
-        predicted = predict_outputs(model, train_ims, flip_tta=config.flip_tta,
-                                    flip_tta_offsets=config.flip_tta_offsets)
-        return [refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config)
-                for im, o in zip(train.images, predicted)]
-
     train_labels = image_label_classes(train)
+    Labels = list[list[tuple[Any, int | None]]]  # per training image: (instance, cue index or None)
 
-    def export_all(model: Any, refined: list[list[tuple[Any, int | None]]]) -> list[list[tuple[Any, int | None]]]:
-        """The labels a finished round hands on (train_pseudo.json, the next round, the segmentor)."""
-        if p.export == "refined":
-            return refined
-        predicted = predict_outputs(model, train_ims, flip_tta=config.flip_tta,
-                                    flip_tta_offsets=config.flip_tta_offsets)
-        return [annotated_instances(o, things, config, present=train_labels[im.id],
-                                    points=(cues[im.id].yx, cues[im.id].classes))
-                for im, o in zip(train.images, predicted)]
+    def label_train(model: Any, *, export: bool) -> tuple[Labels, Labels]:
+        """One pass of the network over the training images: the refinement's labels (Fig. 6) and, with
+        ``export``, the labels a finished round hands on (train_pseudo.json, the next round, the
+        segmentor: ``bestie.export``; empty otherwise)."""
+        refined: Labels = []
+        exported: Labels = []
+        for im, o in zip(train.images, predict_outputs(model, train_ims, flip_tta=config.flip_tta,
+                                                      flip_tta_offsets=config.flip_tta_offsets)):
+            refined.append(refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config))
+            if export and p.export == "network":
+                exported.append(annotated_instances(o, things, config, present=train_labels[im.id],
+                                                    points=(cues[im.id].yx, cues[im.id].classes)))
+        return refined, (refined if export and p.export == "refined" else exported)
 
-    def records(refined: list[list[tuple[Any, int | None]]]) -> list[dict]:
-        return [r for im, found in zip(train.images, refined)
+    def records(labels: Labels) -> list[dict]:
+        return [r for im, found in zip(train.images, labels)
                 for r in pseudo_records(im.id, found, dataset.semantic_classes, cues[im.id].annotation_ids)]
 
     last = variant.rounds
@@ -378,13 +377,12 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     # labels the round starts from, listed in run.json for `bench evaluate` (written to the partial
     # folder, which a resumed run keeps, then copied into the run)
     curve_files = {f"step {step}": f"{PSEUDO_STEPS_DIR}/step{step}.json" for step in ([0, *steps] if steps else [])}
-    refined: list[list[tuple[Any, int | None]]] = []
-    exported: list[list[tuple[Any, int | None]]] = []
-    at_step: dict[int, list[list[tuple[Any, int | None]]]] = {}  # the last round's refinement per checkpoint
+    exported: Labels = []
+    at_step: dict[int, tuple[Labels, Labels]] = {}  # the last round's labels per checkpoint
 
     def export_checkpoint(step: int, model: Any) -> None:
-        at_step[step] = refine_all(model)
-        write_json(inputs.partial / curve_files[f"step {step}"], records(at_step[step]), indent=None)
+        at_step[step] = label_train(model, export=step == config.iterations)
+        write_json(inputs.partial / curve_files[f"step {step}"], records(at_step[step][0]), indent=None)
 
     for round_ in range(variant.rounds + 1):
         t0 = time.perf_counter()
@@ -404,9 +402,9 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         info["rounds"].append({"steps": config.iterations})
         info["timing"][f"round{round_}"] = {"train_seconds": round(seconds, 2),
                                             "images_per_second": round(config.iterations * config.batch_size / seconds, 2)}
-        # the final checkpoint already refined the final model (not when a finished checkpoint was resumed)
-        refined = at_step[config.iterations] if round_ == last and config.iterations in at_step else refine_all(model)
-        exported = export_all(model, refined)
+        # the final checkpoint already labelled with the final model (not when a finished checkpoint was resumed)
+        final = at_step[config.iterations] if round_ == last and config.iterations in at_step else None
+        exported = (final or label_train(model, export=True))[1]
         if round_ < last:  # Table 5: the exported labels become the next round's pseudo labels
             samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
                 maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],

@@ -228,8 +228,10 @@ class BestieParams(Section):
                                      "(release MAXIMUM_NUM_INST: 5)")
     refined_offset_target: Literal["centroid", "center"] = Field(
         default="centroid", description="refined offsets point to the grouped mask's centroid or to its centre",
-        json_schema_extra={"switch": "paper: centroid of each grouped mask (Listing 5); release (point setting): "
-                                     "the GT point the pixels were grouped to (center)"})
+        json_schema_extra={"switch": "paper: centroid of each grouped mask (Listing 5); release (center): the GT "
+                                     "point the pixels were grouped to (point setting), the mask's centre-map "
+                                     "maximum or, below the refinement threshold, the contour's int centroid "
+                                     "(image setting)"})
     refined_center_loss: bool = Field(
         default=True, description="centre loss on the refined labels",
         json_schema_extra={"switch": "paper: refined centre map term (Eq. 3; GT centre map in the point setting); "

@@ -107,7 +107,10 @@ def component_instances(
     peak of the component when it has peaks); Eq. (1) groups the component to the centres. A component
     with more than ``max_per_component`` centres yields nothing (release: "too many centers in single
     contour"); one without centres yields itself when ``keep_centerless`` (inference) and nothing
-    otherwise. Scores: :func:`_instance_score`.
+    otherwise. Scores: :func:`_instance_score`. Each instance's ``center`` is the centre it was grouped
+    to (the component's centroid for a centre-less one); with the ``refinement`` rule it is the release's
+    refined centre instead: the highest value of the (cluster-marked) centre map inside the mask, or the
+    contour's int-truncated centroid when that value is below ``threshold``.
 
     Args:
         component: (H, W) bool mask; class_prob: (H, W) probability of ``cls``; center_map: (H, W) the
@@ -140,9 +143,12 @@ def component_instances(
     for mask, center in masks:
         if not mask.any():
             continue
-        peak, seg = float(marked[mask].max()), float(class_prob[mask].mean())
-        if score_rule == "refinement" and peak < threshold:
-            center = tuple(float(int(v)) for v in _centroid(component))  # release: the contour's (int) centroid
+        ys, xs = np.nonzero(mask)
+        top = int(np.argmax(marked[ys, xs]))  # the first maximum in row-major order, as torch's argmax
+        peak, seg = float(marked[ys[top], xs[top]]), float(class_prob[mask].mean())
+        if score_rule == "refinement":  # release: the refined centre is the mask's centre-map maximum,
+            center = ((float(ys[top]), float(xs[top])) if peak >= threshold  # or the contour's (int) centroid
+                      else tuple(float(int(v)) for v in _centroid(component)))
         out.append(Instance(mask, cls, _instance_score(peak, seg, score_rule, threshold), center))
     return out
 

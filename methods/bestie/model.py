@@ -235,8 +235,11 @@ class BestieNet(nn.Module):
 
     def heads(self, f: DecoderFeatures, size: Sequence[int]) -> dict[str, torch.Tensor]:
         """The three heads on the decoder features ``f``, upsampled to ``size``."""
-        return {"semantic": _upsample(self.semantic_head(f.semantic), size),
-                "center": _upsample(self.center_head(f.instance), size),
+        return {"semantic": _upsample(self.semantic_head(f.semantic), size), **self.instance_heads(f, size)}
+
+    def instance_heads(self, f: DecoderFeatures, size: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The centre and offset heads on the decoder's instance features, upsampled to ``size``."""
+        return {"center": _upsample(self.center_head(f.instance), size),
                 "offset": _upsample(self.offset_head(f.instance), size)}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -249,11 +249,8 @@ def _refined_batch(
             scores = [1.0] * len(masks)
             classes = list(a.cue_classes)
         else:
-            found = segment_instances(a.semantic, outputs["prob"][i], outputs["center"][i], offset, thing_classes,
-                                      threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
-                                      min_area=config.min_area, cluster=config.cluster,
-                                      max_per_component=config.refine_max_per_component, keep_centerless=False,
-                                      score_rule="refinement")
+            found = _refinement_instances({"prob": outputs["prob"][i], "center": outputs["center"][i],
+                                           "offset": offset}, a.semantic, thing_classes, config)
             masks = [f.mask for f in found]
             centers = [f.center for f in found]
             scores = [f.score for f in found]
@@ -577,6 +574,18 @@ def _detected_instances(outputs: dict[str, np.ndarray], semantic: np.ndarray, th
                              keep_centerless=True, score_rule="inference")
 
 
+def _refinement_instances(outputs: dict[str, np.ndarray], semantic: np.ndarray, thing_classes: Sequence[int],
+                          config: BestieConfig) -> list[Instance]:
+    """The image-setting refinement of ``semantic`` (the WSSS map): centres above ``refine_threshold``
+    and clustered centres, a component with more than ``refine_max_per_component`` centres left out,
+    centre-less components unlabelled, weights by the release's refinement rule."""
+    return segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"],
+                             np.asarray(thing_classes), threshold=config.refine_threshold,
+                             nms_kernel=config.nms_kernel, min_area=config.min_area, cluster=config.cluster,
+                             max_per_component=config.refine_max_per_component, keep_centerless=False,
+                             score_rule="refinement")
+
+
 def annotated_instances(
     outputs: dict[str, np.ndarray], thing_classes: Sequence[int], config: BestieConfig, *,
     present: Iterable[int], points: tuple[np.ndarray, np.ndarray] | None = None,
@@ -601,17 +610,10 @@ def refined_instances(
     outputs: dict[str, np.ndarray], semantic: np.ndarray, cues_yx: np.ndarray, cue_classes: np.ndarray,
     thing_classes: Sequence[int], config: BestieConfig,
 ) -> list[tuple[Instance, int | None]]:
-    """The final refined labels of a training image (the exported pseudo labels), with the index of
-    the cue each came from (None in the image setting): point setting — the WSSS foreground grouped
-    to the GT points by the predicted offsets (:func:`point_instances`); image setting — the
-    image-setting refinement (centres > ``refine_threshold`` and clustering; a component with more than
-    ``refine_max_per_component`` centres is left out), score = the refinement rule of
-    :func:`~methods.bestie.instances.component_instances`."""
+    """The self-refinement's labels of a training image (Fig. 6's curves; the exported pseudo labels
+    with ``export = "refined"``), with the index of the cue each came from (None in the image setting):
+    point setting — the WSSS foreground grouped to the GT points by the predicted offsets
+    (:func:`point_instances`); image setting — :func:`_refinement_instances`."""
     if config.supervision == "points":
         return list(point_instances(outputs, semantic, cues_yx, cue_classes))
-    found = segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"], np.asarray(thing_classes),
-                              threshold=config.refine_threshold, nms_kernel=config.nms_kernel,
-                              min_area=config.min_area, cluster=config.cluster,
-                              max_per_component=config.refine_max_per_component, keep_centerless=False,
-                              score_rule="refinement")
-    return [(f, None) for f in found]
+    return [(f, None) for f in _refinement_instances(outputs, semantic, thing_classes, config)]

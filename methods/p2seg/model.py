@@ -56,9 +56,8 @@ class P2SegNet(BestieNet):
         prob = self._grid_probabilities(f)
         with torch.autocast(x.device.type, enabled=False):  # σ(FᵀF)^β in float32
             s = refined_semantic(prob, embeddings=emb.float(), **self.refine_options)
-        return {"semantic": _upsample((s + 1e-12).log(), x.shape[-2:]),
-                "center": _upsample(self.center_head(f.instance), x.shape[-2:]),
-                "offset": _upsample(self.offset_head(f.instance), x.shape[-2:]), "embedding": emb}
+        return {"semantic": _upsample((s + 1e-12).log(), x.shape[-2:]), **self.instance_heads(f, x.shape[-2:]),
+                "embedding": emb}
 
     def _grid_probabilities(self, f: DecoderFeatures) -> torch.Tensor:
         """C: the semantic head's softmax at stride 4, average-pooled like the embeddings when pooled."""
