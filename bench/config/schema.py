@@ -204,7 +204,13 @@ class BestieParams(Section):
     crop_size: int = Field(default=128, ge=16, description="random crop (paper 416)")
     scale_min: float = Field(default=0.7, gt=0, description="random scale lower bound (release: 0.7)")
     scale_max: float = Field(default=1.3, gt=0, description="random scale upper bound (release: 1.3)")
+    scale_step: float = Field(default=0.1, ge=0, description="random scale drawn from scale_min..scale_max in "
+                                                             "this step (release: 0.1); 0 = uniform")
     hflip: bool = Field(default=True, description="random horizontal flip (release)")
+    photometric_distort: bool = Field(
+        default=True, description="the release's photometric distortion of each training image (brightness ± 16, "
+                                  "contrast × 0.5–1.5, hue ± 36°, each with p = 0.5)",
+        json_schema_extra={"switch": "paper silent; release: PhotometricDistort in BESTIE's and P2Seg's training"})
     sigma: float = Field(default=2.0, gt=0, description="centre Gaussian sigma in px (paper 6 at 416 px)")
     min_area: int = Field(default=5, ge=1, description="components smaller than this are skipped (release: 50 px)")
     offset_target: Literal["centroid", "centroid-int", "point"] = Field(

@@ -1,6 +1,7 @@
 """BESTIE training (Sec. 3.4–3.5, Listing 1), inference (Sec. 3.2) and the refined train labels.
 
-One training step: augment (flip, random scale, random crop — the release's recipe), build the
+One training step: augment (photometric distortion, random scale, random crop with random padding,
+flip — the release's recipe, :mod:`methods.bestie.augment`), build the
 pseudo targets of the batch (from the per-image :class:`~methods.bestie.transfer.ImageTargets`),
 forward, build the refined targets from the detached outputs (self-refinement, point or image
 setting), and minimise Eq. 6 (:func:`~methods.bestie.losses.bestie_loss`). Adam, linear warm-up
@@ -25,8 +26,9 @@ import torch
 from methods.backbones import IMAGENET_MEAN, normalize_images
 from methods.runtime import deterministic, mixed_precision, resolve_device
 
+from .augment import distort, sample_distortion, sample_scale
 from .instances import ClusterConfig, Instance, group_to_points, segment_instances
-from .losses import IGNORE_INDEX, InstanceTargets, LossWeights, OffsetLoss, bestie_loss
+from .losses import InstanceTargets, LossWeights, OffsetLoss, bestie_loss
 from .model import BestieNet
 from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
 
@@ -61,10 +63,12 @@ class BestieConfig:
     warmup_iterations: int = 20
     warmup_factor: float = 0.001
     poly_power: float = 0.9
-    # augmentation (release: random scale 0.7-1.3, crop 416, flip)
+    # augmentation (release: photometric distortion, random scale 0.7-1.3 in steps of 0.1, crop 416, flip)
     crop_size: int = 128
     scale_range: tuple[float, float] = (0.7, 1.3)
+    scale_step: float = 0.1  # 0: uniform on scale_range
     hflip: bool = True
+    photometric_distort: bool = True
     # semantic knowledge transfer
     sigma: float = 2.0
     min_area: int = 10
@@ -161,13 +165,16 @@ class _Aug:
 
 
 def _augment(sample: Sample, config: BestieConfig, rng: np.random.Generator) -> _Aug:
-    """Random scale (bilinear image, nearest maps), pad to the crop (mean colour / ignore), random
-    crop, horizontal flip; centre and cue coordinates follow (pixel-centre convention)."""
+    """The release's recipe: photometric distortion of the image (optional), random scale (bilinear
+    image, nearest maps), padding to the crop on randomly chosen sides (mean colour / background, as the
+    release's ``RandomCrop(random_pad=True)``), random crop, horizontal flip; centre and cue coordinates
+    follow (pixel-centre convention)."""
     t = sample.targets
     image, semantic, inst = sample.image, sample.semantic, t.instance_map
+    if config.photometric_distort:
+        image = distort(image, sample_distortion(rng))
     centers, cues = t.centers.astype(np.float64).copy(), t.cues.astype(np.float64).copy()
-    lo, hi = config.scale_range
-    s = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+    s = sample_scale(*config.scale_range, config.scale_step, rng)
     h, w = semantic.shape
     if s != 1.0:
         nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
@@ -182,10 +189,14 @@ def _augment(sample: Sample, config: BestieConfig, rng: np.random.Generator) -> 
     c = config.crop_size
     ph, pw = max(c - h, 0), max(c - w, 0)
     if ph or pw:
+        top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
         fill = tuple(int(v) for v in np.round(np.asarray(IMAGENET_MEAN) * 255))
-        image = cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=fill)
-        semantic = np.pad(semantic, ((0, ph), (0, pw)), constant_values=IGNORE_INDEX)
-        inst = np.pad(inst, ((0, ph), (0, pw)))
+        image = cv2.copyMakeBorder(image, top, ph - top, left, pw - left, cv2.BORDER_CONSTANT, value=fill)
+        semantic = np.pad(semantic, ((top, ph - top), (left, pw - left)), constant_values=0)
+        inst = np.pad(inst, ((top, ph - top), (left, pw - left)))
+        for arr in (centers, cues):
+            arr[:, 0] += top
+            arr[:, 1] += left
         h, w = semantic.shape
     y0, x0 = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
     image, semantic, inst = image[y0:y0 + c, x0:x0 + c], semantic[y0:y0 + c, x0:x0 + c], inst[y0:y0 + c, x0:x0 + c]
