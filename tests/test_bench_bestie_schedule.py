@@ -26,7 +26,7 @@ def _fit(monkeypatch: pytest.MonkeyPatch, offset: np.ndarray, centre_at_point: f
     centre[THINGS.index(2), 4, 4] = centre_at_point
     outputs = {"prob": np.zeros((3, 9, 9), np.float32), "center": centre, "offset": offset}
     monkeypatch.setattr(bestie_train, "predict_outputs", lambda model, images, **kw: [outputs for _ in images])
-    return head_fit(model=None, samples=[_sample()], things=THINGS)
+    return head_fit(model=None, samples=[_sample()], things=THINGS, threshold=0.1)
 
 
 def test_perfect_offsets_have_zero_error_and_cosine_one(monkeypatch: pytest.MonkeyPatch) -> None:

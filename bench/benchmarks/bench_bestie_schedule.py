@@ -14,7 +14,7 @@ weights — and the val numbers — are the stage's) and prints one markdown row
   semantic knowledge transfer (one-point components; Eq. 1's offsets to the centroid): mean predicted
   and target |dy| + |dx|, mean L1 error, mean cosine between predicted and target vectors;
 - the centre head at the GT train points of those images: median value and the share above the
-  inference threshold (0.1);
+  inference threshold (``bestie.infer_threshold``, 0.1);
 - val: mAP25 / mAP50 / mAP70 of the release's inference (score = centre score × mean class probability,
   ``get_ins_map``), mAP50 of the same masks ranked by the mean class probability alone, mAP50 of the
   same masks ranked by their best IoU with a same-class GT instance (the ceiling any score could reach),
@@ -32,12 +32,10 @@ import argparse
 import json
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from bench import predictions as P
 from bench.benchmarks import cpu_model
@@ -64,8 +62,9 @@ def _train_samples(split: CanonicalSplit, dataset: CanonicalDataset, config: Any
             for im in split.images]
 
 
-def head_fit(model: Any, samples: list[Any], things: list[int]) -> dict[str, float]:
-    """Offset head against the transfer's targets and centre head at the GT points (no flip)."""
+def head_fit(model: Any, samples: list[Any], things: list[int], threshold: float) -> dict[str, float]:
+    """Offset head against the transfer's targets and centre head at the GT points (no flip); the
+    share of points whose centre value exceeds the inference ``threshold``."""
     from methods.bestie.train import predict_outputs
 
     pred_mag, target_mag, l1, cosine, centre = [], [], [], [], []
@@ -86,12 +85,7 @@ def head_fit(model: Any, samples: list[Any], things: list[int]) -> dict[str, flo
     values = np.asarray(centre)
     return {"pred": float(np.mean(pred_mag)), "target": float(np.mean(target_mag)), "l1": float(np.mean(l1)),
             "cosine": float(np.mean(cosine)), "centre_median": float(np.median(values)),
-            "centre_share": float((values > 0.1).mean())}
-
-
-def _decode(rle: dict[str, Any]) -> np.ndarray:
-    counts = rle["counts"]
-    return mask_utils.decode(dict(rle, counts=counts.encode() if isinstance(counts, str) else counts)).astype(bool)
+            "centre_share": float((values > threshold).mean())}
 
 
 def _voc_map(records: list[dict[str, Any]], split: str) -> dict[str, float]:
@@ -106,16 +100,14 @@ def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any)
     from methods.bestie.train import infer_instances, predict_outputs
 
     classes = val.dataset.semantic_classes
-    gt: dict[int, list[tuple[np.ndarray, int]]] = defaultdict(list)
-    for ann in json.loads((canonical_dir(SLOT) / val.name / "instances.json").read_text())["annotations"]:
-        gt[ann["image_id"]].append((_decode(ann["segmentation"]), ann["category_id"]))
     found = []  # (image id, mask, category, release score, mean class probability, best same-class IoU)
     images = [val.load_image(im.id) for im in val.images]
     for im, out in zip(val.images, predict_outputs(model, images, flip_tta=config.flip_tta,
                                                    flip_tta_offsets=config.flip_tta_offsets)):
+        gt = [(mask, ann["category_id"]) for ann, mask in val.instance_masks(im.id)]
         for inst in infer_instances(out, things, config):
             category = classes[inst.cls]
-            ious = [(inst.mask & g).sum() / (inst.mask | g).sum() for g, c in gt[im.id] if c == category]
+            ious = [(inst.mask & g).sum() / (inst.mask | g).sum() for g, c in gt if c == category]
             found.append((im.id, inst.mask, category, inst.score, float(out["prob"][inst.cls][inst.mask].mean()),
                           max(ious, default=0.0)))
 
@@ -155,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         model = train_bestie(samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things,
                              config=config, progress=True)
         seconds = time.perf_counter() - start
-        fit = head_fit(model, samples[:args.probe_images], things)
+        fit = head_fit(model, samples[:args.probe_images], things, config.infer_threshold)
         ranks = val_ranking(model, val, things, config)
         print(f"| {iterations} | {seconds:.0f} | {iterations * config.batch_size / seconds:.0f} | "
               f"{fit['pred']:.1f} / {fit['target']:.1f} | {fit['l1']:.1f} | {fit['cosine']:.2f} | "
