@@ -53,13 +53,13 @@ WSSS_RUN = "points-partial/seed0"
 
 def _train_samples(split: CanonicalSplit, dataset: CanonicalDataset, config: Any, point_mode: str) -> list[Any]:
     """The stage's training samples: images, seed-0 WSSS maps and the transfer's pseudo targets."""
-    from methods.bestie.train import Sample, build_pseudo_targets
+    from methods.bestie.train import transfer_samples
 
     maps = stage.load_semantic_maps(stage.resolve_wsss_run(SLOT, WSSS_RUN) / P.TRAIN_SEMANTIC_DIR, split)
     cues = stage.load_cues(stage.points_file(SLOT, split.name, point_mode), split, dataset)
-    return [Sample(split.load_image(im.id), maps[im.id],
-                   build_pseudo_targets(maps[im.id], cues[im.id].yx, cues[im.id].classes, config)[0])
-            for im in split.images]
+    return transfer_samples([split.load_image(im.id) for im in split.images], [maps[im.id] for im in split.images],
+                            [cues[im.id].yx for im in split.images], [cues[im.id].classes for im in split.images],
+                            config)[0]
 
 
 def head_fit(model: Any, samples: list[Any], things: list[int], threshold: float) -> dict[str, float]:

@@ -327,9 +327,8 @@ def predict_val(model: Any, inputs: MethodInputs, things: list[int], config: Any
 
 
 def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs: MethodInputs) -> None:
-    from methods.bestie.train import (Sample, annotated_instances, build_pseudo_targets, predict_outputs,
-                                      refined_instances, targets_from_instances, train_bestie)
-    from methods.bestie import TransferStats
+    from methods.bestie.train import (Sample, annotated_instances, predict_outputs, refined_instances,
+                                      targets_from_instances, train_bestie, transfer_samples)
 
     p, dataset, train, info = ctx.params.bestie, inputs.dataset, inputs.train, inputs.info
     config = make_config(p, variant.supervision, args.seed, variant.options, slot=args.dataset)
@@ -341,32 +340,32 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
         cue_file = resolve_peaks(args.dataset, args.peaks or variant.peaks)
     cues = load_cues(cue_file, train, dataset)
     images = {image.id: train.load_image(image.id) for image in train.images}
-    stats = TransferStats()
-    samples = []
-    for image in train.images:
-        targets, s = build_pseudo_targets(maps[image.id], cues[image.id].yx, cues[image.id].classes, config)
-        stats.add(s)
-        samples.append(Sample(images[image.id], maps[image.id], targets))
+    train_ims = [images[i.id] for i in train.images]
+    samples, stats = transfer_samples(train_ims, [maps[i.id] for i in train.images],
+                                      [cues[i.id].yx for i in train.images],
+                                      [cues[i.id].classes for i in train.images], config)
     log.info("semantic knowledge transfer: %s", stats.to_dict())
     info.update({"cues": str(cue_file), "transfer": stats.to_dict(), "config": config.to_dict(), "rounds": []})
-    train_ims = [images[i.id] for i in train.images]
 
     train_labels = image_label_classes(train)
     Labels = list[list[tuple[Any, int | None]]]  # per training image: (instance, cue index or None)
 
-    def label_train(model: Any, *, export: bool) -> tuple[Labels, Labels]:
-        """One pass of the network over the training images: the refinement's labels (Fig. 6) and, with
-        ``export``, the labels a finished round hands on (train_pseudo.json, the next round, the
-        segmentor: ``bestie.export``; empty otherwise)."""
+    def label_train(model: Any, *, curve: bool, export: bool) -> tuple[Labels, Labels]:
+        """One pass of the network over the training images: with ``curve``, the refinement's labels
+        (Fig. 6); with ``export``, the labels a finished round hands on (train_pseudo.json, the next
+        round, the segmentor: ``bestie.export``); each empty when not asked for."""
+        export_refined = export and p.export == "refined"
         refined: Labels = []
         exported: Labels = []
         for im, o in zip(train.images, predict_outputs(model, train_ims, flip_tta=config.flip_tta,
                                                       flip_tta_offsets=config.flip_tta_offsets)):
-            refined.append(refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things, config))
+            if curve or export_refined:
+                refined.append(refined_instances(o, maps[im.id], cues[im.id].yx, cues[im.id].classes, things,
+                                                 config))
             if export and p.export == "network":
                 exported.append(annotated_instances(o, things, config, present=train_labels[im.id],
                                                     points=(cues[im.id].yx, cues[im.id].classes)))
-        return refined, (refined if export and p.export == "refined" else exported)
+        return (refined if curve else []), (refined if export_refined else exported)
 
     def records(labels: Labels) -> list[dict]:
         return [r for im, found in zip(train.images, labels)
@@ -382,7 +381,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
     at_step: dict[int, tuple[Labels, Labels]] = {}  # the last round's labels per checkpoint
 
     def export_checkpoint(step: int, model: Any) -> None:
-        at_step[step] = label_train(model, export=step == config.iterations)
+        at_step[step] = label_train(model, curve=True, export=step == config.iterations)
         write_json(inputs.partial / curve_files[f"step {step}"], records(at_step[step][0]), indent=None)
 
     for round_ in range(variant.rounds + 1):
@@ -405,7 +404,7 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, out: Pat
                                             "images_per_second": round(config.iterations * config.batch_size / seconds, 2)}
         # the final checkpoint already labelled with the final model (not when a finished checkpoint was resumed)
         final = at_step[config.iterations] if round_ == last and config.iterations in at_step else None
-        exported = (final or label_train(model, export=True))[1]
+        exported = (final or label_train(model, curve=False, export=True))[1]
         if round_ < last:  # Table 5: the exported labels become the next round's pseudo labels
             samples = [Sample(images[im.id], maps[im.id], targets_from_instances(
                 maps[im.id].shape, [i.mask for i, _ in r], [_label_center(i, config) for i, _ in r],

@@ -35,7 +35,7 @@ from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_fi
 log = logging.getLogger(__name__)
 
 __all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "Checkpointing", "build_pseudo_targets",
-           "targets_from_instances",
+           "targets_from_instances", "transfer_samples",
            "train_bestie", "image_batches", "predict_outputs", "infer_instances", "annotated_instances",
            "refined_instances",
            "normalize_images"]
@@ -146,6 +146,21 @@ def build_pseudo_targets(
                                     offset_target=config.offset_target)
     return targets_from_instances(semantic.shape, [p.mask for p in found], [p.center for p in found],
                                   [p.semantic_class for p in found], cues_yx, cue_classes), stats
+
+
+def transfer_samples(
+    images: Sequence[np.ndarray], maps: Sequence[np.ndarray], cues_yx: Sequence[np.ndarray],
+    cue_classes: Sequence[np.ndarray], config: BestieConfig,
+) -> tuple[list[Sample], TransferStats]:
+    """The training samples of a run: each image with its WSSS map and the pseudo targets of the
+    semantic knowledge transfer (:func:`build_pseudo_targets`), and the transfer's counts summed."""
+    stats = TransferStats()
+    samples: list[Sample] = []
+    for image, semantic, yx, classes in zip(images, maps, cues_yx, cue_classes, strict=True):
+        targets, image_stats = build_pseudo_targets(semantic, yx, classes, config)
+        stats.add(image_stats)
+        samples.append(Sample(image, semantic, targets))
+    return samples, stats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods.bestie import Instance, TransferStats
-from methods.bestie.train import (BestieConfig, Checkpointing, ExtraLoss, Sample, TrainBatch, build_pseudo_targets,
-                                  image_batches, network_options, predict_outputs, refined_instances, train_bestie)
+from methods.bestie import Instance
+from methods.bestie.train import (BestieConfig, Checkpointing, ExtraLoss, Sample, TrainBatch, image_batches,
+                                  network_options, predict_outputs, refined_instances, train_bestie, transfer_samples)
 from methods.bestie.transfer import OffsetTarget
 
 from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
@@ -107,14 +107,10 @@ def build_samples(
 ) -> tuple[list[Sample], dict[str, int]]:
     """The training samples of one stage: S2I "points first" targets (or BESTIE's "semantic results
     first" transfer, ``s2i = "semantic-first"``, Table 3/6's BESTIE rows) and their summed counts."""
-    samples: list[Sample] = []
     if config.s2i == "semantic-first":
-        transfer = TransferStats()
-        for image, semantic, yx, cls in zip(images, maps, points, point_classes):
-            targets, s = build_pseudo_targets(semantic, yx, cls, config.bestie)
-            transfer.add(s)
-            samples.append(Sample(image, semantic, targets))
+        samples, transfer = transfer_samples(images, maps, points, point_classes, config.bestie)
         return samples, transfer.to_dict()
+    samples: list[Sample] = []
     total = S2IStats()
     box = config.default_box if config.default_box_in_training else None
     for image, semantic, yx, cls in zip(images, maps, points, point_classes):
