@@ -1,6 +1,6 @@
 """BESTIE instance extraction per semantic component (the release's ``get_instance_segmentation``):
 peaks of the component-masked centre map, clustered centres with the 0.05 gate, the ``> 5 centres``
-rule of the refinement, and the inference / refinement scores."""
+rule of the refinement, and the inference (centre × class, class) / refinement scores."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ FAR = np.full((2, 1, 1), 50.0, np.float32)  # offsets far from 0: no offset clus
 
 
 def _segment(semantic, prob, center, offset, *, threshold=0.1, cluster=None, max_per_component=None,
-             keep_centerless=True, score_rule="inference"):
+             keep_centerless=True, score_rule="center-class"):
     class_prob = np.stack([1.0 - prob, prob]).astype(np.float32)
     return segment_instances(semantic, class_prob, center[None].astype(np.float32), offset.astype(np.float32),
                              np.array([CLS]), threshold=threshold, nms_kernel=5, min_area=1, cluster=cluster,
@@ -72,6 +72,27 @@ def test_a_clustered_centre_scores_the_square_of_the_mean_class_probability_at_i
                      cluster=ClusterConfig())
     assert [f.center for f in found] == [(8.0, 8.0), (8.0, 26.0)]
     assert [f.score for f in found] == pytest.approx([0.64, 0.64])  # centre counts as seg: 0.8 × 0.8
+
+
+def test_the_class_score_is_the_mean_class_probability_whatever_the_centre():
+    # the two components of the first test (peaks 0.4 and 0.9), class probability 0.2 / 0.4 / 0.6 on the
+    # left one (mean 0.4) and 0.5 on the right one: the release's centre-class rule gives 0.4 × 0.4 and
+    # 0.9 × 0.5, the class rule the mean probabilities 0.4 and 0.5
+    semantic = np.zeros((1, 7), np.uint8)
+    semantic[0, 0:3] = semantic[0, 4:7] = CLS
+    center = np.zeros((1, 7))
+    center[0, 2], center[0, 4] = 0.4, 0.9
+    prob = np.array([[0.2, 0.4, 0.6, 0.0, 0.5, 0.5, 0.5]])
+    found = _segment(semantic, prob, center, np.zeros((2, 1, 7)), score_rule="class")
+    assert [f.score for f in found] == pytest.approx([0.4, 0.5])
+    assert [f.score for f in _segment(semantic, prob, center, np.zeros((2, 1, 7)))] == pytest.approx([0.16, 0.45])
+
+
+def test_a_clustered_centre_scores_the_mean_class_probability_with_the_class_score():
+    semantic, offset = _two_blobs()
+    found = _segment(semantic, np.full(semantic.shape, 0.8), np.full(semantic.shape, 0.06), offset,
+                     cluster=ClusterConfig(), score_rule="class")
+    assert [f.score for f in found] == pytest.approx([0.8, 0.8])
 
 
 def test_a_centreless_component_scores_its_highest_centre_value_times_its_probability():
@@ -155,7 +176,7 @@ def test_unknown_score_rule_is_an_error():
         _segment(semantic, np.full(semantic.shape, 0.5), center, offset, score_rule="mean")
 
 
-@pytest.mark.parametrize("score_rule", ["inference", "refinement"])
+@pytest.mark.parametrize("score_rule", ["center-class", "refinement"])
 def test_the_padded_box_of_a_component_gives_the_same_instances_as_the_whole_image(score_rule):
     """segment_instances splits each component on its bounding box padded by nms_kernel // 2; the result
     must equal component_instances run on the whole image, component by component."""
@@ -168,7 +189,7 @@ def test_the_padded_box_of_a_component_gives_the_same_instances_as_the_whole_ima
     offset = rng.normal(0.0, 2.0, (2, h, w)).astype(np.float32)
     options = dict(threshold=0.3, nms_kernel=nms, cluster=ClusterConfig(magnitude_threshold=3.0),
                    max_per_component=5 if score_rule == "refinement" else None,
-                   keep_centerless=score_rule == "inference", score_rule=score_rule)
+                   keep_centerless=score_rule != "refinement", score_rule=score_rule)
     found = segment_instances(semantic, prob, center, offset, np.array([1, 2]), min_area=3, **options)
     expected = []
     for c, cls in enumerate([1, 2]):

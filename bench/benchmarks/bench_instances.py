@@ -59,7 +59,7 @@ def time_rule(outputs: list[dict[str, np.ndarray]], nms: int, refinement: bool) 
                                   threshold=0.3 if refinement else 0.1, nms_kernel=nms, min_area=5,
                                   cluster=ClusterConfig(), max_per_component=5 if refinement else None,
                                   keep_centerless=not refinement,
-                                  score_rule="refinement" if refinement else "inference")
+                                  score_rule="refinement" if refinement else "center-class")
         times.append(time.perf_counter() - start)
         counts.append(len(found))
     return 1000 * statistics.median(times), float(np.mean(counts))

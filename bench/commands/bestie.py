@@ -15,7 +15,7 @@ Variants (table rows; one code path, options only — see :data:`VARIANTS` and d
 ``points``, ``image``, ``wsss-gt``, ``wsss-singlestage``, ``wsss-rrm`` (T1, T2, T4), ``abl-*`` (T3, T6),
 ``iter-1``, ``iter-2`` (T5, offline re-training rounds), ``pam-alpha-*`` (T7), ``pam-off`` and
 ``pam-l*`` (T8), ``points-val-clean`` (the ``points`` network inferred with the release's
-``--val_clean``) and the training-free ``transfer-only`` baseline (the WSSS components with exactly
+``--val_clean``), ``points-class-score`` (its val masks scored by the mean class probability) and the training-free ``transfer-only`` baseline (the WSSS components with exactly
 one point, on train and val, no network).
 """
 
@@ -77,6 +77,9 @@ VARIANTS.add("transfer-only", Variant("transfer", rows="training-free baseline: 
 VARIANTS.add("points-val-clean", Variant("points", options={"val_clean": True},
                                          rows="the point setting inferred with the val points (release --val_clean): "
                                               "like for like with transfer-only"))
+VARIANTS.add("points-class-score", Variant("points", options={"score": "class"},
+                                           rows="the points network's val masks scored by the mean class probability "
+                                                "alone (bestie.score: class), beside transfer-only"))
 VARIANTS.add("image", Variant(**_IMAGE, rows="T1/T2 image rows; T3 full; T4 PMM stand-in; T5 iters=0; T6; T7 α=0.7; T8"))
 VARIANTS.add("wsss-gt", Variant(**{**_IMAGE, "wsss": "oracle/seed0"}, rows="T4 ground truth"))
 VARIANTS.add("wsss-singlestage", Variant(**{**_IMAGE, "wsss": "singlestage"}, rows="T4 SingleStage (external maps)"))
@@ -210,7 +213,7 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any], *,
         refined_center_loss=p.refined_center_loss, cluster=cluster if p.cluster else None,
         loss_weights=LossWeights(p.lambda_center, p.lambda_offset, p.lambda_semantic), combine=p.loss_combine,
         hard_pixel_ratio=p.hard_pixel_ratio if p.semantic_loss == "hard-pixel" else None,
-        infer_threshold=p.infer_threshold,
+        infer_threshold=p.infer_threshold, score=p.score,
         flip_tta=p.flip_tta == "all" or (p.flip_tta == "points" and supervision == "points"),
         flip_tta_offsets=p.flip_tta_offsets, val_clean=p.val_clean,
         seed=seed,

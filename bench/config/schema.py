@@ -244,6 +244,12 @@ class BestieParams(Section):
                                      "release (point setting): no refined centre loss (false)"})
     nms_kernel: int = Field(default=13, ge=1, description="centre NMS kernel, odd (paper/release 41 at 416 px)")
     infer_threshold: Probability = Field(default=0.1, description="inference centre threshold (release: 0.1)")
+    score: Literal["center-class", "class"] = Field(
+        default="center-class",
+        description="confidence of an inferred instance: its centre score × its mean class probability (a clustered "
+                    "centre counting as the mean class probability), or the mean class probability alone",
+        json_schema_extra={"switch": "paper silent; release: centre score × mean class probability, get_ins_map "
+                                     "(center-class); class: the score of its --val_clean point inference"})
     cluster: bool = Field(default=True, description="centre clustering (appendix; Table 3 'cluster')")
     cluster_magnitude: float = Field(default=2.5, gt=0, description="offset magnitude threshold of clustering (2.5)")
     cluster_area: int = Field(default=21, ge=1, description="expected cluster area (21 px for 2.5)")

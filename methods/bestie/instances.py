@@ -7,7 +7,8 @@
   :func:`component_instances` as the release's ``get_instance_segmentation`` does: peaks of the centre
   map masked to the component (threshold + NMS), complemented by clustered centres; a component with
   more than ``max_per_component`` centres is left out; Eq. (1) inside the component; score = centre
-  score × mean class probability of the mask (the release's two rules, ``score_rule``). A component
+  score × mean class probability of the mask (the release's two rules, or the mean class probability
+  alone: ``score_rule``). A component
   without a centre becomes one instance at inference (``keep_centerless``) and is left unlabelled
   during refinement.
 """
@@ -23,7 +24,7 @@ from scipy import ndimage
 from .grouping import Center, cluster_centers, find_centers, group_pixels, merge_centers
 from .transfer import component_labels
 
-__all__ = ["ClusterConfig", "Instance", "ScoreRule", "component_instances", "group_to_points", "segment_instances"]
+__all__ = ["ClusterConfig", "Instance", "SCORE_RULES", "ScoreRule", "component_instances", "group_to_points", "segment_instances"]
 
 
 @dataclass(frozen=True)
@@ -67,22 +68,28 @@ def group_to_points(
     return out
 
 
-ScoreRule = Literal["inference", "refinement"]
+ScoreRule = Literal["center-class", "class", "refinement"]
+SCORE_RULES: tuple[ScoreRule, ...] = ("center-class", "class", "refinement")
 
 
 def _instance_score(peak: float, seg: float, rule: ScoreRule, threshold: float) -> float:
     """The confidence of one grouped mask from ``peak`` (the highest centre value in the mask, an added
-    clustered centre counting as 1.0) and ``seg`` (its mean class probability), as the release computes it:
+    clustered centre counting as 1.0) and ``seg`` (its mean class probability):
 
-    - ``inference`` (``get_ins_map``): peak × seg, where a peak ≥ 1 (a clustered centre) counts as seg;
+    - ``center-class`` (the release's inference, ``get_ins_map``): peak × seg, where a peak ≥ 1 (a
+      clustered centre) counts as seg;
+    - ``class``: seg alone, the score the release gives every mask of its ``--val_clean`` point
+      inference (``get_ins_map_with_point``), here for masks grouped to detected centres;
     - ``refinement`` (``refine_label_generation``, the soft weight W of Eq. 2): peak × seg clipped to
       [0, 1], or seg alone when the peak is below the refinement threshold.
     """
-    if rule == "inference":
+    if rule == "center-class":
         return (seg if peak >= 1.0 else peak) * seg
+    if rule == "class":
+        return seg
     if rule == "refinement":
         return seg if peak < threshold else min(max(peak * seg, 0.0), 1.0)
-    raise ValueError(f"score rule must be 'inference' or 'refinement', got {rule!r}")
+    raise ValueError(f"score rule must be one of {', '.join(map(repr, SCORE_RULES))}, got {rule!r}")
 
 
 def component_instances(
@@ -190,7 +197,7 @@ def segment_instances(
         cluster: centre clustering, or None (off).
         max_per_component: a component with more centres is left out (refinement: 5); None = no limit.
         keep_centerless: a component without a centre becomes one instance (inference).
-        score_rule: ``inference`` or ``refinement`` scores (:func:`_instance_score`).
+        score_rule: ``center-class``, ``class`` or ``refinement`` scores (:func:`_instance_score`).
     """
     out: list[Instance] = []
     height, width = semantic.shape

@@ -91,6 +91,7 @@ class BestieConfig:
     offset_loss: OffsetLoss = "l1"
     # inference
     infer_threshold: float = 0.1
+    score: Literal["center-class", "class"] = "center-class"  # release: centre score × mean class probability
     flip_tta: bool = False
     flip_tta_offsets: Literal["unflipped", "average"] = "unflipped"  # release: the unflipped pass's offsets
     val_clean: bool = False  # release --val_clean: inference reads the image labels (and points) of the image
@@ -106,6 +107,8 @@ class BestieConfig:
             raise ValueError("iterations and batch_size must be >= 1, crop_size >= 8")
         if not 0.0 <= self.refine_start < 1.0:
             raise ValueError(f"refine_start must be in [0, 1), got {self.refine_start}")
+        if self.score not in ("center-class", "class"):
+            raise ValueError(f"score must be 'center-class' or 'class', got {self.score!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,9 +209,9 @@ def _augment(sample: Sample, config: BestieConfig, rng: np.random.Generator) -> 
     if ph or pw:
         top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
         fill = tuple(int(v) for v in np.round(np.asarray(IMAGENET_MEAN) * 255))
-        image = cv2.copyMakeBorder(image, top, ph - top, left, pw - left, cv2.BORDER_CONSTANT, value=fill)
-        semantic = np.pad(semantic, ((top, ph - top), (left, pw - left)), constant_values=0)
-        inst = np.pad(inst, ((top, ph - top), (left, pw - left)))
+        (_, bottom), (_, right) = widths = ((top, ph - top), (left, pw - left))
+        image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=fill)
+        semantic, inst = np.pad(semantic, widths), np.pad(inst, widths)  # background label 0, no instance
         for arr in (centers, cues):
             arr[:, 0] += top
             arr[:, 1] += left
@@ -579,7 +582,8 @@ def infer_instances(
     present: Iterable[int] | None = None, points: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Instance]:
     """Inference (Sec. 3.2): argmax semantic → components ≥ ``min_area`` → centres (threshold
-    ``infer_threshold``, NMS) + clustering → Eq. (1); a component without a centre is one instance.
+    ``infer_threshold``, NMS) + clustering → Eq. (1); a component without a centre is one instance;
+    scores by ``config.score`` (:func:`methods.bestie.instances._instance_score`).
 
     With ``config.val_clean`` (release ``--val_clean``) the image's own annotations are read
     (:func:`annotated_instances`: image-level labels ``present`` and, in the point setting, ``points`` =
@@ -597,7 +601,7 @@ def _detected_instances(outputs: dict[str, np.ndarray], semantic: np.ndarray, th
     return segment_instances(semantic, outputs["prob"], outputs["center"], outputs["offset"],
                              np.asarray(thing_classes), threshold=config.infer_threshold, nms_kernel=config.nms_kernel,
                              min_area=config.min_area, cluster=config.cluster, max_per_component=None,
-                             keep_centerless=True, score_rule="inference")
+                             keep_centerless=True, score_rule=config.score)
 
 
 def _refinement_instances(outputs: dict[str, np.ndarray], semantic: np.ndarray, thing_classes: Sequence[int],
