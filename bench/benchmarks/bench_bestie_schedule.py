@@ -16,7 +16,8 @@ weights — and the val numbers — are the stage's) and prints one markdown row
 - the centre head at the GT train points of those images: median value and the share above the
   inference threshold (``bestie.infer_threshold``, 0.1);
 - val: mAP25 / mAP50 / mAP70 of the release's inference (score = centre score × mean class probability,
-  ``get_ins_map``), mAP50 of the same masks ranked by the mean class probability alone, mAP50 of the
+  ``get_ins_map``), mAP50 of the same masks ranked by the mean class probability alone (``bestie.score:
+  class``, the pipeline's ``points-class-score`` row at the default schedule), mAP50 of the
   same masks ranked by their best IoU with a same-class GT instance (the ceiling any score could reach),
   and how many GT instances the masks hit at IoU ≥ 0.5.
 
