@@ -60,6 +60,23 @@ def test_without_val_clean_the_centres_decide_and_the_points_are_not_needed():
     assert len(found) == 1 and found[0].mask.sum() == 6  # no centre: the component is one instance
 
 
+@pytest.mark.parametrize("score, expected", [("center-class", 0.5 * 0.9), ("class", 0.9)])
+def test_the_inference_score_follows_config_score(score, expected):
+    # one class-1 strip (prob .9) with one centre peak .5: the release's centre × class score, or the
+    # mean class probability alone
+    prob = np.zeros((3, 1, 6))
+    prob[0], prob[1] = 0.1, 0.9
+    outputs = _outputs(prob)
+    outputs["center"][0, 0, 2] = 0.5
+    [found] = infer_instances(outputs, THINGS, replace(CONFIG, val_clean=False, score=score))
+    assert found.score == pytest.approx(expected)
+
+
+def test_an_unknown_inference_score_is_an_error():
+    with pytest.raises(ValueError, match="score must be one of"):
+        replace(CONFIG, score="centre")
+
+
 def test_image_setting_cleans_then_detects_centres():
     # class 2 wins the argmax on the right half but is absent from the labels: cleaned, the whole strip is
     # class 1, one component; a centre peak (.5 > .1) at x = 1 makes it one instance scored .5 × mean prob

@@ -176,7 +176,7 @@ def test_unknown_score_rule_is_an_error():
         _segment(semantic, np.full(semantic.shape, 0.5), center, offset, score_rule="mean")
 
 
-@pytest.mark.parametrize("score_rule", ["center-class", "refinement"])
+@pytest.mark.parametrize("score_rule", ["center-class", "class", "refinement"])
 def test_the_padded_box_of_a_component_gives_the_same_instances_as_the_whole_image(score_rule):
     """segment_instances splits each component on its bounding box padded by nms_kernel // 2; the result
     must equal component_instances run on the whole image, component by component."""

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    repro_on_two_cores(repo, timeout=3600)  # 85 smoke stages
+    repro_on_two_cores(repo, timeout=3600)  # 89 smoke stages
     return repo
 
 
@@ -61,6 +61,20 @@ def test_the_val_clean_row_is_the_points_network_inferred_with_the_val_points(pi
         (pipeline / "data/canonical/voc/val/image_labels.json").read_text())["images"]}
     assert clean and all(r["category_id"] in labels[r["image_id"]] for r in clean)  # cleaned by the image labels
     assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-val-clean/seed0.json").read_text())["metrics"]
+
+
+def test_the_class_score_row_rescores_the_points_networks_val_masks(pipeline):
+    """bestie/points-class-score trains exactly as bestie/points and infers the same val masks; each is
+    scored by its mean class probability, never below the release's centre × class score of the same mask."""
+    runs = pipeline / "runs" / "voc" / "bestie"
+    assert (runs / "points-class-score/seed0/train_pseudo.json").read_bytes() == \
+        (runs / "points/seed0/train_pseudo.json").read_bytes()
+    assert json.loads((runs / "points-class-score/seed0/run.json").read_text())["config"]["score"] == "class"
+    rescored = json.loads((runs / "points-class-score/seed0/val_instances.json").read_text())
+    release = json.loads((runs / "points/seed0/val_instances.json").read_text())
+    assert rescored and [(r["image_id"], r["category_id"], r["segmentation"]) for r in rescored] == \
+        [(r["image_id"], r["category_id"], r["segmentation"]) for r in release]
+    assert all(a["score"] >= b["score"] for a, b in zip(rescored, release))
 
 
 def test_ground_truth_row_reads_100_on_every_metric(pipeline):

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import ndimage
@@ -24,7 +24,7 @@ from scipy import ndimage
 from .grouping import Center, cluster_centers, find_centers, group_pixels, merge_centers
 from .transfer import component_labels
 
-__all__ = ["ClusterConfig", "Instance", "SCORE_RULES", "ScoreRule", "component_instances", "group_to_points", "segment_instances"]
+__all__ = ["ClusterConfig", "Instance", "InferenceScore", "SCORE_RULES", "ScoreRule", "component_instances", "group_to_points", "segment_instances"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ def group_to_points(
     return out
 
 
-ScoreRule = Literal["center-class", "class", "refinement"]
-SCORE_RULES: tuple[ScoreRule, ...] = ("center-class", "class", "refinement")
+InferenceScore = Literal["center-class", "class"]  # bestie.score
+ScoreRule = Literal[InferenceScore, "refinement"]
+SCORE_RULES: tuple[ScoreRule, ...] = get_args(ScoreRule)
 
 
 def _instance_score(peak: float, seg: float, rule: ScoreRule, threshold: float) -> float:

@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, get_args
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ from methods.backbones import IMAGENET_MEAN, normalize_images
 from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .augment import distort, sample_distortion, sample_scale
-from .instances import ClusterConfig, Instance, group_to_points, segment_instances
+from .instances import ClusterConfig, InferenceScore, Instance, group_to_points, segment_instances
 from .losses import InstanceTargets, LossWeights, OffsetLoss, bestie_loss
 from .model import BestieNet
 from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
@@ -91,7 +91,7 @@ class BestieConfig:
     offset_loss: OffsetLoss = "l1"
     # inference
     infer_threshold: float = 0.1
-    score: Literal["center-class", "class"] = "center-class"  # release: centre score × mean class probability
+    score: InferenceScore = "center-class"  # release: centre score × mean class probability
     flip_tta: bool = False
     flip_tta_offsets: Literal["unflipped", "average"] = "unflipped"  # release: the unflipped pass's offsets
     val_clean: bool = False  # release --val_clean: inference reads the image labels (and points) of the image
@@ -107,8 +107,8 @@ class BestieConfig:
             raise ValueError("iterations and batch_size must be >= 1, crop_size >= 8")
         if not 0.0 <= self.refine_start < 1.0:
             raise ValueError(f"refine_start must be in [0, 1), got {self.refine_start}")
-        if self.score not in ("center-class", "class"):
-            raise ValueError(f"score must be 'center-class' or 'class', got {self.score!r}")
+        if self.score not in get_args(InferenceScore):
+            raise ValueError(f"score must be one of {get_args(InferenceScore)}, got {self.score!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,8 +209,9 @@ def _augment(sample: Sample, config: BestieConfig, rng: np.random.Generator) -> 
     if ph or pw:
         top, left = int(rng.integers(0, ph + 1)), int(rng.integers(0, pw + 1))
         fill = tuple(int(v) for v in np.round(np.asarray(IMAGENET_MEAN) * 255))
-        (_, bottom), (_, right) = widths = ((top, ph - top), (left, pw - left))
+        bottom, right = ph - top, pw - left
         image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=fill)
+        widths = ((top, bottom), (left, right))
         semantic, inst = np.pad(semantic, widths), np.pad(inst, widths)  # background label 0, no instance
         for arr in (centers, cues):
             arr[:, 0] += top
