@@ -28,6 +28,7 @@ STAGE_KIND = {"prepare": "prepare", "points": "points", "wsss": "wsss", "referen
               "segment-bestie": "segment", "segment-p2seg": "segment", "segment-bestie-solov2": "segment",
               "segment-p2seg-solov2": "segment", "segment-bestie-baseline": "segment",
               "evaluate-segment-bestie-baseline": "evaluate",
+              "point-filter-bestie": "point-filter", "evaluate-point-filter-bestie": "evaluate",
               "evaluate-segment-bestie": "evaluate", "evaluate-segment-p2seg": "evaluate", "evaluate-segment-p2seg-solov2": "evaluate",
               "wsss-coco": "wsss", "evaluate-wsss-coco": "evaluate", "bestie-coco-points": "bestie",
               "bestie-coco-image": "bestie", "p2seg-coco": "p2seg", "segment-bestie-coco": "segment",

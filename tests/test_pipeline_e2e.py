@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    repro_on_two_cores(repo, timeout=3600)  # 89 smoke stages
+    repro_on_two_cores(repo, timeout=3600)  # 91 smoke stages
     return repo
 
 
@@ -75,6 +75,27 @@ def test_the_class_score_row_rescores_the_points_networks_val_masks(pipeline):
     assert rescored and [(r["image_id"], r["category_id"], r["segmentation"]) for r in rescored] == \
         [(r["image_id"], r["category_id"], r["segmentation"]) for r in release]
     assert all(a["score"] >= b["score"] for a, b in zip(rescored, release))
+
+
+def test_the_one_point_row_keeps_the_points_rows_masks_that_hold_one_val_point(pipeline):
+    """bestie/points-one-point is bestie/points' val records, unchanged and in order, each holding exactly
+    one val point of its class (the training-free baseline's rule), recounted here from the points file."""
+    from pycocotools import mask as mask_utils
+
+    runs = pipeline / "runs" / "voc" / "bestie"
+    release = json.loads((runs / "points/seed0/val_instances.json").read_text())
+    kept = json.loads((runs / "points-one-point/seed0/val_instances.json").read_text())
+    points = json.loads((pipeline / "data/points/voc/val_center.json").read_text())["points"]
+
+    def held(record: dict) -> int:
+        mask = mask_utils.decode(dict(record["segmentation"], counts=record["segmentation"]["counts"].encode()))
+        return sum(bool(mask[p["y"], p["x"]]) for p in points
+                   if p["image_id"] == record["image_id"] and p["category_id"] == record["category_id"])
+
+    assert kept == [r for r in release if held(r) == 1]
+    info = json.loads((runs / "points-one-point/seed0/run.json").read_text())
+    assert info["val_instances_kept"] == len(kept) and sum(info["val_instances_held_points"].values()) == len(release)
+    assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-one-point/seed0.json").read_text())["metrics"]
 
 
 def test_ground_truth_row_reads_100_on_every_metric(pipeline):

@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "bench.commands.bestie",
     "bench.commands.p2seg",
     "bench.commands.segment",
+    "bench.commands.point_filter",
     "bench.commands.evaluate",
     "bench.commands.report",
 )
@@ -60,6 +61,15 @@ def slot_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", required=True, choices=("voc", "coco"), help="benchmark slot (data.voc or data.coco in params)"
     )
+
+
+def method_variant(value: str) -> tuple[str, str]:
+    """An argparse type: ``"METHOD/VARIANT"`` (a run folder ``runs/<slot>/METHOD/VARIANT/``, a table row)
+    → ``(method, variant)``."""
+    method, sep, variant = value.partition("/")
+    if not sep or not method or not variant or "/" in variant:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected METHOD/VARIANT, e.g. bestie/points")
+    return method, variant
 
 
 def params_argument(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from bench import predictions as P
-from bench.commands import COMMANDS, Command, params_argument, slot_argument
+from bench.commands import COMMANDS, Command, method_variant, params_argument, slot_argument
 from bench.config.schema import SegmentorParams
 from bench.io import atomic_path, read_json, write_json, write_run_record
 from bench.paths import canonical_dir, run_dir
@@ -259,20 +259,13 @@ def _fingerprint(params: SegmentorParams, seed: int, label_file: Path, dataset: 
     return h.hexdigest()
 
 
-def _split_row(row: str) -> tuple[str, str]:
-    method, sep, variant = row.partition("/")
-    if not sep or not method or not variant or "/" in variant:
-        raise argparse.ArgumentTypeError(f"{row!r}: expected METHOD/VARIANT, e.g. segmentor/mrcnn-gt")
-    return method, variant
-
-
 def _configure(parser: argparse.ArgumentParser) -> None:
     slot_argument(parser)
     parser.add_argument("--labels", required=True,
                         help=f"training labels: '{GROUND_TRUTH}' (the canonical train instances: the fully supervised "
                              "upper bound), METHOD/VARIANT (runs/<slot>/METHOD/VARIANT[/seed<k>]/train_pseudo.json, "
                              "a COCO results list) or a path to a COCO results list / instances JSON")
-    parser.add_argument("--row", required=True, type=_split_row, metavar="METHOD/VARIANT",
+    parser.add_argument("--row", required=True, type=method_variant, metavar="METHOD/VARIANT",
                         help="the table row written: runs/<slot>/METHOD/VARIANT/seed<k>/ (e.g. segmentor/mrcnn-gt, "
                              "bestie/points-mrcnn)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (and the output folder seed<k>)")

@@ -1,0 +1,130 @@
+"""``bench point-filter`` — a run's val instances kept by the one-point rule on the val points (stage
+``point-filter``).
+
+BESTIE's training-free baseline (``bestie/transfer-only``) takes the WSSS components that hold exactly
+one point of their class as instances, and on val it reads the val points to do so. A trained
+network's val inference reads no points, so "network vs baseline" mixes what the network learned
+with the baseline's test-time information: the val points tell it which components are several
+touching instances (two or more points, dropped) and which hold no object (no point, dropped). This
+stage applies the same rule to another run's val predictions — a predicted mask is kept when exactly
+one val point of its class lies in it, its record unchanged — and writes the result as a row of its
+own, so that the network and the baseline can be compared with the same test-time information::
+
+    bench point-filter --dataset voc --source bestie/points --row bestie/points-one-point --seed 0
+
+Reads ``runs/<slot>/SOURCE/seed<k>/`` (``run.json``: the val split and the point mode;
+``val_instances.json``) and that split's points file (``data/points/<slot>/<split>_<mode>.json``);
+writes ``runs/<slot>/ROW/seed<k>/`` atomically: ``val_instances.json`` (the kept records, in file
+order) and ``run.json`` (the source, the points file and how many masks held no / one / several
+points). Scored by ``bench evaluate`` like any run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from bench import predictions as P
+from bench.commands import COMMANDS, Command, method_variant, params_argument, slot_argument
+from bench.commands.bestie import Cues, load_cues
+from bench.evaluation.gt import CanonicalGT
+from bench.evaluation.records import InstancePredictions, validate_instance_records
+from bench.io import atomic_path, read_json, write_json, write_run_record
+from bench.paths import canonical_dir, points_file, run_dir
+from bench.stages.base import declare_stage, run_stage
+from datasets.canonical import CanonicalDataset
+
+log = logging.getLogger(__name__)
+STAGE = declare_stage("point-filter")
+
+#: How many points of its class a predicted mask holds: the rule keeps "one".
+HELD = ("none", "one", "several")
+
+
+def points_held(mask: np.ndarray, points_yx: np.ndarray) -> int:
+    """How many of the (y, x) points lie on the mask's pixels (a point counts once per mask)."""
+    yx = np.asarray(points_yx, dtype=np.int64).reshape(-1, 2)
+    return int(mask[yx[:, 0], yx[:, 1]].sum())
+
+
+def one_point_instances(
+    predictions: InstancePredictions, points: Mapping[int, Cues], semantic_index: Callable[[int], int]
+) -> tuple[list[int], Counter[str]]:
+    """File positions of the records whose mask holds exactly one point of the record's class (the
+    one-point rule of BESTIE's semantic knowledge transfer, Sec. 3.3, applied to predicted masks), and
+    how many records held none / one / several. An image without points keeps nothing."""
+    kept: list[int] = []
+    held: Counter[str] = Counter({name: 0 for name in HELD})
+    for image_id, records in predictions.by_image.items():
+        cues = points.get(image_id)
+        for record in records:
+            same_class = np.zeros(0, dtype=np.int64).reshape(0, 2) if cues is None else \
+                cues.yx[cues.classes == semantic_index(record["category_id"])]
+            n = points_held(mask_utils.decode(record["segmentation"]).astype(bool), same_class)
+            held[HELD[min(n, 2)]] += 1
+            if n == 1:
+                kept.append(record["index"])
+    return sorted(kept), held
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    slot_argument(parser)
+    parser.add_argument("--source", required=True, type=method_variant, metavar="METHOD/VARIANT",
+                        help="the run whose val instances are filtered: runs/<slot>/METHOD/VARIANT/seed<k>/")
+    parser.add_argument("--row", required=True, type=method_variant, metavar="METHOD/VARIANT",
+                        help="the table row written: runs/<slot>/METHOD/VARIANT/seed<k>/ (e.g. bestie/points-one-point)")
+    parser.add_argument("--seed", type=int, default=0, help="seed folder of the source run and of the row")
+    params_argument(parser)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    (source_method, source_variant), (row_method, row_variant) = args.source, args.row
+    if args.source == args.row:
+        raise ValueError(f"--row {'/'.join(args.row)} would overwrite its --source; name another row")
+    with run_stage(STAGE, params_path=Path(args.params), method=row_method, variant=row_variant,
+                   dataset=args.dataset, extra_tags={"source": "/".join(args.source)}):
+        source = run_dir(args.dataset, source_method, source_variant) / f"seed{args.seed}"
+        run_info = read_json(source / P.RUN_INFO)
+        if "points_mode" not in run_info:
+            raise ValueError(f"{source / P.RUN_INFO}: no 'points_mode': the source run was not trained with points, "
+                             "so there is no points file to filter its val instances by")
+        val_split = run_info["val_split"]
+        gt_root = canonical_dir(args.dataset)
+        dataset = CanonicalDataset(gt_root)
+        points_path = points_file(args.dataset, val_split, run_info["points_mode"])
+        points = load_cues(points_path, dataset.split(val_split), dataset)
+        records = read_json(source / P.INSTANCES)
+        predictions = validate_instance_records(records, CanonicalGT.load(gt_root, val_split),
+                                                source=str(source / P.INSTANCES), need_mask=True)
+        kept, held = one_point_instances(predictions, points, dataset.semantic_index)
+        records = records["annotations"] if isinstance(records, dict) else records
+        log.info("%s/%s seed %d: %d of %d val instances hold exactly one val point (none: %d, several: %d)",
+                 source_method, source_variant, args.seed, len(kept), len(records), held["none"], held["several"])
+        out_dir = run_dir(args.dataset, row_method, row_variant) / f"seed{args.seed}"
+        with atomic_path(out_dir, directory=True) as out:
+            write_json(out / P.INSTANCES, [records[i] for i in kept], indent=None)
+            write_run_record(out / P.RUN_INFO, {
+                "method": row_method, "variant": row_variant, "dataset": args.dataset, "seed": args.seed,
+                "val_split": val_split, "source": {"run": "/".join(args.source), "folder": str(source),
+                                                   "run_info": run_info},
+                "points_file": str(points_path), "rule": "a mask is kept when exactly one val point of its class lies "
+                                                         "in it (the one-point rule of bestie/transfer-only)",
+                "val_instances_held_points": dict(held), "val_instances_kept": len(kept),
+            })
+    return 0
+
+
+COMMANDS.add("point-filter", Command(
+    "keep a run's val instances that hold exactly one val point of their class (the training-free baseline's rule)",
+    _configure, _handle,
+    description="Apply the one-point rule of BESTIE's training-free baseline (bestie/transfer-only: a WSSS component "
+                "is an instance when exactly one point of its class lies in it) to another run's val predictions, "
+                "reading the val points of the source run's point mode. Writes runs/<slot>/METHOD/VARIANT/seed<k>/ "
+                "(val_instances.json for `bench evaluate`, run.json), so that a trained network and the baseline "
+                "can be compared with the same test-time information (docs/bestie.md)."))
