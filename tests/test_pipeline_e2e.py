@@ -85,15 +85,16 @@ def test_the_one_point_row_keeps_the_points_rows_masks_that_hold_one_val_point(p
     runs = pipeline / "runs" / "voc" / "bestie"
     release = json.loads((runs / "points/seed0/val_instances.json").read_text())
     kept = json.loads((runs / "points-one-point/seed0/val_instances.json").read_text())
-    points = json.loads((pipeline / "data/points/voc/val_center.json").read_text())["points"]
+    info = json.loads((runs / "points-one-point/seed0/run.json").read_text())
+    assert info["points_file"] == "data/points/voc/val_center.json"
+    points = json.loads((pipeline / info["points_file"]).read_text())["points"]
 
     def held(record: dict) -> int:
-        mask = mask_utils.decode(dict(record["segmentation"], counts=record["segmentation"]["counts"].encode()))
+        mask = mask_utils.decode(record["segmentation"])
         return sum(bool(mask[p["y"], p["x"]]) for p in points
                    if p["image_id"] == record["image_id"] and p["category_id"] == record["category_id"])
 
-    assert kept == [r for r in release if held(r) == 1]
-    info = json.loads((runs / "points-one-point/seed0/run.json").read_text())
+    assert release and kept == [r for r in release if held(r) == 1]
     assert info["val_instances_kept"] == len(kept) and sum(info["val_instances_held_points"].values()) == len(release)
     assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-one-point/seed0.json").read_text())["metrics"]
 

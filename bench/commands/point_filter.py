@@ -17,6 +17,10 @@ Reads ``runs/<slot>/SOURCE/seed<k>/`` (``run.json``: the val split and the point
 writes ``runs/<slot>/ROW/seed<k>/`` atomically: ``val_instances.json`` (the kept records, in file
 order) and ``run.json`` (the source, the points file and how many masks held no / one / several
 points). Scored by ``bench evaluate`` like any run.
+
+The baseline's components never overlap, so each of its points keeps at most one instance; the
+masks of a source whose instances overlap (a segmentor's, for one) are judged one by one, so a point
+can keep several overlapping masks. BESTIE's and P2Seg's val instances do not overlap.
 """
 
 from __future__ import annotations
@@ -58,14 +62,14 @@ def one_point_instances(
 ) -> tuple[list[int], Counter[str]]:
     """File positions of the records whose mask holds exactly one point of the record's class (the
     one-point rule of BESTIE's semantic knowledge transfer, Sec. 3.3, applied to predicted masks), and
-    how many records held none / one / several. An image without points keeps nothing."""
+    how many records held none / one / several. ``points``: the cues of every image of the split
+    (:func:`~bench.commands.bestie.load_cues`); an image without points keeps nothing."""
     kept: list[int] = []
     held: Counter[str] = Counter({name: 0 for name in HELD})
     for image_id, records in predictions.by_image.items():
-        cues = points.get(image_id)
+        cues = points[image_id]
         for record in records:
-            same_class = np.zeros(0, dtype=np.int64).reshape(0, 2) if cues is None else \
-                cues.yx[cues.classes == semantic_index(record["category_id"])]
+            same_class = cues.yx[cues.classes == semantic_index(record["category_id"])]
             n = points_held(mask_utils.decode(record["segmentation"]).astype(bool), same_class)
             held[HELD[min(n, 2)]] += 1
             if n == 1:
@@ -88,12 +92,13 @@ def _handle(args: argparse.Namespace) -> int:
     if args.source == args.row:
         raise ValueError(f"--row {'/'.join(args.row)} would overwrite its --source; name another row")
     with run_stage(STAGE, params_path=Path(args.params), method=row_method, variant=row_variant,
-                   dataset=args.dataset, extra_tags={"source": "/".join(args.source)}):
+                   dataset=args.dataset, extra_tags={"source": "/".join(args.source)}) as ctx:
         source = run_dir(args.dataset, source_method, source_variant) / f"seed{args.seed}"
         run_info = read_json(source / P.RUN_INFO)
-        if "points_mode" not in run_info:
-            raise ValueError(f"{source / P.RUN_INFO}: no 'points_mode': the source run was not trained with points, "
-                             "so there is no points file to filter its val instances by")
+        missing = [key for key in ("val_split", "points_mode") if key not in run_info]
+        if missing:
+            raise ValueError(f"{source / P.RUN_INFO}: no {' or '.join(map(repr, missing))}: the source must be a run "
+                             "that records its val split and the point mode of its points (a BESTIE or P2Seg run)")
         val_split = run_info["val_split"]
         gt_root = canonical_dir(args.dataset)
         dataset = CanonicalDataset(gt_root)
@@ -111,12 +116,14 @@ def _handle(args: argparse.Namespace) -> int:
             write_json(out / P.INSTANCES, [records[i] for i in kept], indent=None)
             write_run_record(out / P.RUN_INFO, {
                 "method": row_method, "variant": row_variant, "dataset": args.dataset, "seed": args.seed,
-                "val_split": val_split, "source": {"run": "/".join(args.source), "folder": str(source),
-                                                   "run_info": run_info},
+                "val_split": val_split, "points_mode": run_info["points_mode"],
+                "source": {"run": "/".join(args.source), "folder": str(source)},
                 "points_file": str(points_path), "rule": "a mask is kept when exactly one val point of its class lies "
                                                          "in it (the one-point rule of bestie/transfer-only)",
                 "val_instances_held_points": dict(held), "val_instances_kept": len(kept),
             })
+        ctx.run.log_metrics({"val_instances_kept": len(kept),
+                             **{f"val_instances_holding_{name}": n for name, n in held.items()}})
     return 0
 
 
