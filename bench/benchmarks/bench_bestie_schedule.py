@@ -19,7 +19,10 @@ weights — and the val numbers — are the stage's) and prints one markdown row
   ``get_ins_map``), mAP50 of the same masks ranked by the mean class probability alone (``bestie.score:
   class``, the pipeline's ``points-class-score`` row at the default schedule), mAP50 of the
   same masks ranked by their best IoU with a same-class GT instance (the ceiling any score could reach),
-  and how many GT instances the masks hit at IoU ≥ 0.5.
+  and how many GT instances the masks hit at IoU ≥ 0.5;
+- how many val masks hold no / one / several val points of their class, and mAP50 of the release's
+  ranking over the masks that hold exactly one (the ``transfer-only`` baseline's test-time rule,
+  ``bench point-filter``: the pipeline's ``points-one-point`` row at the default schedule).
 
 The last three separate what the network segments from how the release's score ranks it: the
 ``transfer-only`` baseline it is compared with has no ranking problem (its instances hold one point
@@ -43,6 +46,7 @@ from bench.benchmarks import cpu_model
 from bench.commands import bestie as stage
 from bench.config.loader import load_params
 from bench.evaluation.api import evaluate_files
+from bench.commands.point_filter import points_held
 from bench.paths import canonical_dir
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from methods.bestie.transfer import offset_field
@@ -96,12 +100,15 @@ def _voc_map(records: list[dict[str, Any]], split: str) -> dict[str, float]:
         return evaluate_files("voc", gt_root=canonical_dir(SLOT), split=split, predictions=path).metrics
 
 
-def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any) -> dict[str, float]:
-    """The release's val inference, scored three ways (see the module docstring)."""
+def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any, point_mode: str) -> dict[str, float]:
+    """The release's val inference, scored three ways and filtered by the val points (see the module
+    docstring)."""
     from methods.bestie.train import infer_instances, predict_outputs
 
     classes = val.dataset.semantic_classes
-    found = []  # (image id, mask, category, release score, mean class probability, best same-class IoU)
+    cues = stage.load_cues(stage.points_file(SLOT, val.name, point_mode), val, val.dataset)
+    # (image id, mask, category, release score, mean class probability, best same-class IoU, val points held)
+    found = []
     images = [val.load_image(im.id) for im in val.images]
     for im, out in zip(val.images, predict_outputs(model, images, flip_tta=config.flip_tta,
                                                    flip_tta_offsets=config.flip_tta_offsets)):
@@ -109,16 +116,19 @@ def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any)
         for inst in infer_instances(out, things, config):
             category = classes[inst.cls]
             ious = [(inst.mask & g).sum() / (inst.mask | g).sum() for g, c in gt if c == category]
+            c = cues[im.id]
             found.append((im.id, inst.mask, category, inst.score, float(out["prob"][inst.cls][inst.mask].mean()),
-                          max(ious, default=0.0)))
+                          max(ious, default=0.0), points_held(inst.mask, c.yx[c.classes == inst.cls])))
 
-    def ranked_by(column: int) -> dict[str, float]:
-        return _voc_map([r for f in found for r in P.instance_records(f[0], [f[1]], [f[2]], [f[column]])], val.name)
+    def ranked_by(masks: list[tuple], column: int) -> dict[str, float]:
+        return _voc_map([r for f in masks for r in P.instance_records(f[0], [f[1]], [f[2]], [f[column]])], val.name)
 
-    release = ranked_by(3)
+    release = ranked_by(found, 3)
     return {"mAP25": release["voc.mAP25"], "mAP50": release["voc.mAP50"], "mAP70": release["voc.mAP70"],
-            "class_mAP50": ranked_by(4)["voc.mAP50"], "oracle_mAP50": ranked_by(5)["voc.mAP50"],
-            "hits50": float(sum(f[5] >= 0.5 for f in found)), "predictions": float(len(found))}
+            "class_mAP50": ranked_by(found, 4)["voc.mAP50"], "oracle_mAP50": ranked_by(found, 5)["voc.mAP50"],
+            "hits50": float(sum(f[5] >= 0.5 for f in found)), "predictions": float(len(found)),
+            "held": [sum(min(f[6], 2) == n for f in found) for n in (0, 1, 2)],
+            "one_point_mAP50": ranked_by([f for f in found if f[6] == 1], 3)["voc.mAP50"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {cpu_model()}, {threads} torch threads; bestie/points, seed 0, WSSS {WSSS_RUN}, params {args.params}")
     print("| steps | train s | img/s | offset pred / target abs | offset L1 | offset cosine | centre at GT points "
           "median / > 0.1 | val mAP25 / 50 / 70 (release score) | mAP50 ranked by class prob | mAP50 oracle "
-          "ranking | GT hit at IoU 0.5 / predictions |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "ranking | GT hit at IoU 0.5 / predictions | val masks holding no / one / several val points | mAP50, "
+          "masks holding one val point |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for iterations in args.iterations:
         warmup = max(1, round(p.warmup_iterations * iterations / p.iterations))
         # the release's inference whatever the params say: the columns rank its masks three ways themselves
@@ -151,12 +162,13 @@ def main(argv: list[str] | None = None) -> None:
                              config=config, progress=True)
         seconds = time.perf_counter() - start
         fit = head_fit(model, samples[:args.probe_images], things, config.infer_threshold)
-        ranks = val_ranking(model, val, things, config)
+        ranks = val_ranking(model, val, things, config, p.point_mode)
         print(f"| {iterations} | {seconds:.0f} | {iterations * config.batch_size / seconds:.0f} | "
               f"{fit['pred']:.1f} / {fit['target']:.1f} | {fit['l1']:.1f} | {fit['cosine']:.2f} | "
               f"{fit['centre_median']:.3f} / {100 * fit['centre_share']:.0f} % | "
               f"{ranks['mAP25']:.1f} / {ranks['mAP50']:.1f} / {ranks['mAP70']:.1f} | {ranks['class_mAP50']:.1f} | "
-              f"{ranks['oracle_mAP50']:.1f} | {ranks['hits50']:.0f} / {ranks['predictions']:.0f} |", flush=True)
+              f"{ranks['oracle_mAP50']:.1f} | {ranks['hits50']:.0f} / {ranks['predictions']:.0f} | "
+              f"{' / '.join(map(str, ranks['held']))} | {ranks['one_point_mAP50']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
