@@ -37,10 +37,12 @@ def _cues(points: list[tuple[int, int, int]]) -> Cues:
                 np.array([c for *_, c in points], dtype=np.int64), [None] * len(points))
 
 
-def test_points_held_counts_the_points_on_the_mask():
+def test_points_held_counts_the_points_of_the_class_on_the_mask():
     mask = _mask(slice(0, 4), slice(0, 4))
-    assert points_held(mask, np.array([[0, 0], [3, 3], [4, 4], [7, 0]])) == 2
-    assert points_held(mask, np.zeros((0, 2), dtype=np.int64)) == 0
+    cues = _cues([(0, 0, A), (3, 3, A), (4, 4, A), (7, 0, A), (1, 1, B)])
+    assert points_held(mask, cues, A) == 2
+    assert points_held(mask, cues, B) == 1
+    assert points_held(mask, _cues([]), A) == 0
 
 
 def test_only_masks_holding_exactly_one_point_of_their_class_are_kept():

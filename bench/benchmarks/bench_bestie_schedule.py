@@ -44,9 +44,9 @@ import numpy as np
 from bench import predictions as P
 from bench.benchmarks import cpu_model
 from bench.commands import bestie as stage
+from bench.commands.point_filter import HELD, held, points_held
 from bench.config.loader import load_params
 from bench.evaluation.api import evaluate_files
-from bench.commands.point_filter import points_held
 from bench.paths import canonical_dir
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from methods.bestie.transfer import offset_field
@@ -116,9 +116,8 @@ def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any,
         for inst in infer_instances(out, things, config):
             category = classes[inst.cls]
             ious = [(inst.mask & g).sum() / (inst.mask | g).sum() for g, c in gt if c == category]
-            c = cues[im.id]
             found.append((im.id, inst.mask, category, inst.score, float(out["prob"][inst.cls][inst.mask].mean()),
-                          max(ious, default=0.0), points_held(inst.mask, c.yx[c.classes == inst.cls])))
+                          max(ious, default=0.0), points_held(inst.mask, cues[im.id], inst.cls)))
 
     def ranked_by(masks: list[tuple], column: int) -> dict[str, float]:
         return _voc_map([r for f in masks for r in P.instance_records(f[0], [f[1]], [f[2]], [f[column]])], val.name)
@@ -127,7 +126,7 @@ def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any,
     return {"mAP25": release["voc.mAP25"], "mAP50": release["voc.mAP50"], "mAP70": release["voc.mAP70"],
             "class_mAP50": ranked_by(found, 4)["voc.mAP50"], "oracle_mAP50": ranked_by(found, 5)["voc.mAP50"],
             "hits50": float(sum(f[5] >= 0.5 for f in found)), "predictions": float(len(found)),
-            "held": [sum(min(f[6], 2) == n for f in found) for n in (0, 1, 2)],
+            "held": [sum(held(f[6]) == name for f in found) for name in HELD],
             "one_point_mAP50": ranked_by([f for f in found if f[6] == 1], 3)["voc.mAP50"]}
 
 

@@ -51,10 +51,16 @@ STAGE = declare_stage("point-filter")
 HELD = ("none", "one", "several")
 
 
-def points_held(mask: np.ndarray, points_yx: np.ndarray) -> int:
-    """How many of the (y, x) points lie on the mask's pixels (a point counts once per mask)."""
-    yx = np.asarray(points_yx, dtype=np.int64).reshape(-1, 2)
+def points_held(mask: np.ndarray, cues: Cues, semantic_class: int) -> int:
+    """How many of the image's points of ``semantic_class`` lie on the mask's pixels (a point counts
+    once per mask)."""
+    yx = cues.yx[cues.classes == semantic_class].reshape(-1, 2)
     return int(mask[yx[:, 0], yx[:, 1]].sum())
+
+
+def held(n: int) -> str:
+    """The rule's name for a mask holding ``n`` points of its class: one of :data:`HELD`."""
+    return HELD[min(n, 2)]
 
 
 def one_point_instances(
@@ -65,16 +71,15 @@ def one_point_instances(
     how many records held none / one / several. ``points``: the cues of every image of the split
     (:func:`~bench.commands.bestie.load_cues`); an image without points keeps nothing."""
     kept: list[int] = []
-    held: Counter[str] = Counter({name: 0 for name in HELD})
+    counts: Counter[str] = Counter({name: 0 for name in HELD})
     for image_id, records in predictions.by_image.items():
-        cues = points[image_id]
         for record in records:
-            same_class = cues.yx[cues.classes == semantic_index(record["category_id"])]
-            n = points_held(mask_utils.decode(record["segmentation"]).astype(bool), same_class)
-            held[HELD[min(n, 2)]] += 1
+            n = points_held(mask_utils.decode(record["segmentation"]).astype(bool), points[image_id],
+                            semantic_index(record["category_id"]))
+            counts[held(n)] += 1
             if n == 1:
                 kept.append(record["index"])
-    return sorted(kept), held
+    return sorted(kept), counts
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
