@@ -1,6 +1,12 @@
-"""Table specs: every spec validates, and every reported number occurs verbatim in its paper's text."""
+"""Table specs: every spec validates, and every reported number occurs verbatim in its paper's text.
+
+The verbatim checks read the papers' texts from ``$WSIS_PAPERS_DIR`` (default ``../shared/papers``
+beside the repository; a relative path is read from the repository root). Without that folder they
+are skipped; every other check runs anywhere.
+"""
 
 import itertools
+import os
 import re
 from pathlib import Path
 
@@ -11,9 +17,16 @@ from bench.report.specs import PAPER_FILES, SpecError, TableSpec, load_spec, loa
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "reports" / "specs"
-PAPERS_DIR = REPO.parent / "shared" / "papers"
+# an absolute WSIS_PAPERS_DIR replaces REPO; unset or empty: the default
+PAPERS_DIR = (REPO / (os.environ.get("WSIS_PAPERS_DIR") or "../shared/papers")).resolve()
 SPEC_FILES = sorted(SPECS.glob("*/table*.yaml"))
 EXPECTED_TABLES = {"p2seg": range(1, 7), "point2mask": range(1, 8), "bestie": range(1, 9), "jtsm": range(1, 9)}
+
+needs_papers = pytest.mark.skipif(
+    not PAPERS_DIR.is_dir(),
+    reason=f"paper texts not found at {PAPERS_DIR}: set WSIS_PAPERS_DIR=/path/to/papers (the folder of "
+    f"{', '.join(sorted(PAPER_FILES.values()))}) to check the reported numbers and captions verbatim",
+)
 
 
 def test_every_table_of_the_four_papers_has_a_spec():
@@ -35,13 +48,18 @@ def _reported_literals(path: Path) -> list[tuple[str, str, str]]:
     return cells
 
 
-@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_reported_numbers_occur_verbatim_in_the_paper(path):
-    paper = path.parent.name
+def _paper_text(paper: str) -> tuple[Path, str]:
+    """The paper's text from PAPERS_DIR: with the folder present, a missing file is a failure, not a skip."""
     text_file = PAPERS_DIR / PAPER_FILES[paper]
     if not text_file.exists():
-        pytest.fail(f"paper text {text_file} missing: the specs can only be checked beside ../shared/papers")
-    text = text_file.read_text(encoding="utf-8")
+        pytest.fail(f"paper text {text_file.name} missing from {PAPERS_DIR} (WSIS_PAPERS_DIR)")
+    return text_file, text_file.read_text(encoding="utf-8")
+
+
+@needs_papers
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_reported_numbers_occur_verbatim_in_the_paper(path):
+    text_file, text = _paper_text(path.parent.name)
     missing = [
         f"{row}.{key}={literal}"
         for row, key, literal in _reported_literals(path)
@@ -94,13 +112,18 @@ def test_rows_fed_through_columns_from_are_found():
     assert "bestie/table4:pmm" in fed
 
 
-def test_every_figure_spec_loads_and_its_caption_is_the_papers():
+def test_every_figure_spec_loads():
     from bench.report.specs import load_figures
 
-    figures = load_figures(SPECS)
-    assert [f.name for f in figures] == ["bestie/figure6"]
-    for figure in figures:
-        text = (PAPERS_DIR / PAPER_FILES[figure.paper]).read_text(encoding="utf-8")
+    assert [f.name for f in load_figures(SPECS)] == ["bestie/figure6"]
+
+
+@needs_papers
+def test_every_figure_caption_is_the_papers():
+    from bench.report.specs import load_figures
+
+    for figure in load_figures(SPECS):
+        _, text = _paper_text(figure.paper)
         assert f"Figure {figure.figure}. {figure.caption}" in text
 
 
