@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from bench.commands import COMMAND_MODULES, COMMANDS
+from bench.commands import COMMANDS, load_commands
 from bench.config.loader import ParamsError
 from bench.stages.base import setup_logging
 
@@ -38,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
+    load_commands()
     for name, command in COMMANDS.items():
         command.add_parser(sub, name)
     return parser

@@ -1,4 +1,5 @@
-"""A small typed registry: things register by name; duplicate names raise; lookups name the alternatives."""
+"""A small typed registry: things register by name; duplicate names raise; lookups name the alternatives;
+once frozen (after the CLI imported every module that registers), a late registration raises."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._frozen = False
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -21,6 +23,9 @@ class Registry(Generic[T]):
         return decorator
 
     def add(self, name: str, obj: T) -> None:
+        if self._frozen:
+            raise RuntimeError(f"{self.kind} {name!r}: registered after the {self.kind} registry was frozen; "
+                               "register at import of a bench.commands module")
         if name in self._items:
             raise KeyError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
@@ -39,3 +44,6 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._items.items())
+
+    def freeze(self) -> None:
+        self._frozen = True

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 COPIED = ("bench", "datasets", "methods", "reports/specs", "configs", "dvc.yaml", ".dvcignore")
 
 
-def _env() -> dict[str, str]:
+def _env(repo: Path | None = None) -> dict[str, str]:
     # One thread per stage process: the smoke stages are tiny, and under `pytest -n 2` on 2 cores the other
     # worker's tests keep one core busy — two-thread stages would oversubscribe it (see conftest.one_thread).
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", OMP_NUM_THREADS="1")
@@ -22,6 +22,8 @@ def _env() -> dict[str, str]:
     # Python's default: imports write __pycache__/ into the code folders that stages depend on (.dvcignore must
     # keep them out of the hashes; test_nothing_reruns_when_nothing_changed fails otherwise).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if repo is not None:  # the copy's own code runs (the code DVC hashes), not the installed checkout's
+        env["PYTHONPATH"] = str(repo)
     return env
 
 
@@ -31,7 +33,7 @@ def _check(cmd: list[str], result: subprocess.CompletedProcess) -> subprocess.Co
 
 
 def run(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return _check(cmd, subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, **kw))
+    return _check(cmd, subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, **kw))
 
 
 #: Stages whose name holds one of these run in the copy of :func:`repro_on_two_cores`: the COCO-like slot and
@@ -44,14 +46,15 @@ def repro_on_two_cores(repo: Path, timeout: float) -> None:
     holds the repository lock, so the stages named in :data:`TWIN_STAGES` run in a copy of the repository, in
     parallel with the others (what both halves need upstream runs in both, deterministically). Their
     outputs, cache and lock entries then move into ``repo``, and a last plain ``dvc repro`` there must find
-    them up to date (it checks every hash) and renders the report."""
+    them up to date (it checks every hash), scores every run and renders the report."""
     stages = run(["dvc", "stage", "list", "--name-only"], repo).stdout.split()
-    twin_stages = [s for s in stages if any(key in s for key in TWIN_STAGES)]
-    own_stages = [s for s in stages if s not in twin_stages and s != "report"]
+    last = [s for s in stages if s == "report" or s.startswith("evaluate-")]  # read both halves' runs
+    twin_stages = [s for s in stages if any(key in s for key in TWIN_STAGES) and s not in last]
+    own_stages = [s for s in stages if s not in twin_stages and s not in last]
     twin = repo.with_name(repo.name + "-twin")
     shutil.copytree(repo, twin, symlinks=True)
     cmd = ["dvc", "repro", *twin_stages]
-    other = subprocess.Popen(cmd, cwd=twin, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    other = subprocess.Popen(cmd, cwd=twin, env=_env(twin), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         run(["dvc", "repro", *own_stages], repo, timeout=timeout)
         out, err = other.communicate(timeout=timeout)

@@ -111,7 +111,7 @@ def _split_with_labels(labels: dict[int, list[int]]):
 
 
 def test_image_labels_become_semantic_indices_per_image():
-    from bench.commands.bestie import image_label_classes
+    from bench.inputs import image_label_classes
 
     assert image_label_classes(_split_with_labels({1: [15], 2: [12, 15]})) == {1: [2], 2: [1, 2]}
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from bench.commands.bestie import pseudo_records
+from bench.bestie_family import pseudo_records
 from methods.bestie import Instance
 from methods.bestie.train import BestieConfig, Sample, build_pseudo_targets, predict_outputs, train_bestie
 
@@ -112,7 +112,7 @@ def test_checkpoints_see_the_model_at_the_requested_steps_and_leave_training_unc
 
 
 def test_curve_steps_are_evenly_spaced_and_end_at_the_last_step() -> None:
-    from bench.commands.bestie import curve_steps
+    from bench.bestie_family import curve_steps
 
     assert curve_steps(200, 4) == [50, 100, 150, 200]
     assert curve_steps(10, 3) == [3, 7, 10]

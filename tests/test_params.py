@@ -110,46 +110,68 @@ def test_a_variant_list_naming_an_unregistered_variant_is_rejected_naming_the_ke
     import bench.commands.params  # noqa: F401  registers the check, as the CLI does before any stage
 
     raw = render_profile("embedded")
-    raw["report"]["variants"]["bestie_pam"] = ["pam-l4", "pam-l9"]
-    with pytest.raises(ParamsError, match=r"report.variants.bestie_pam: 'pam-l9' not registered as wsss variant"):
+    raw["report"]["variants"]["bestie-peaks"] = ["pam-l4", "pam-l9"]
+    with pytest.raises(ParamsError, match=r"report.variants.bestie-peaks: 'pam-l9' not variant\(s\) of this group"):
         validate_params(raw)
 
 
-def test_a_variant_of_one_command_only_is_rejected_where_both_commands_run_it():
-    """bestie_pam names the wsss run that finds the peaks and the BESTIE run on them: 'pam' is a wsss
-    variant but not a BESTIE one."""
+def test_an_unknown_stage_group_is_rejected_with_the_groups():
     import bench.commands.params  # noqa: F401
 
     raw = render_profile("embedded")
-    raw["report"]["variants"]["bestie_pam"] = ["pam"]
-    with pytest.raises(ParamsError, match="'pam' not registered as bestie variant"):
+    raw["report"]["variants"]["bestie_pam"] = ["pam-l4"]
+    with pytest.raises(ParamsError, match="report.variants.bestie_pam: no stage group of that name"):
+        validate_params(raw)
+
+
+def test_a_stage_group_without_a_list_is_rejected():
+    """dvc.yaml's matrix of every group reads its list: a missing one would stop `dvc repro` unexplained."""
+    import bench.commands.params  # noqa: F401
+
+    raw = render_profile("embedded")
+    del raw["report"]["variants"]["bestie-peaks"]
+    with pytest.raises(ParamsError, match="no list for stage group\\(s\\) bestie-peaks"):
         validate_params(raw)
 
 
 def test_a_variant_list_naming_a_variant_twice_is_rejected():
+    import bench.commands.params  # noqa: F401
+
     raw = render_profile("embedded")
-    raw["report"]["variants"]["p2seg_hard_pixel_ratio"] = ["hpr-0.4", "hpr-0.4"]
+    raw["report"]["variants"]["p2seg-sweep"] = ["hpr-0.4", "hpr-0.4"]
     with pytest.raises(ParamsError, match="hpr-0.4 listed more than once"):
         validate_params(raw)
 
 
-def test_the_smoke_profile_runs_a_subset_of_every_embedded_variant_list():
-    smoke, embedded = (render_profile(p)["report"]["variants"] for p in ("smoke", "embedded"))
-    assert smoke.keys() == embedded.keys()
-    for grid, names in smoke.items():
-        assert names and set(names) < set(embedded[grid]), grid
+def test_the_smoke_profile_runs_every_stage_group_with_a_subset_of_its_variants():
+    smoke, full = (render_profile(p)["report"]["variants"] for p in ("smoke", "embedded-full"))
+    assert smoke.keys() == full.keys()
+    for group, names in smoke.items():
+        assert names and set(names) <= set(full[group]), group
 
 
-def test_a_p2seg_run_fed_to_mask_rcnn_must_be_run_by_a_stage():
+def test_the_embedded_profile_runs_a_subset_of_the_full_one():
+    embedded, full = (render_profile(p)["report"]["variants"] for p in ("embedded", "embedded-full"))
+    assert embedded.keys() == full.keys()
+    assert all(set(names) <= set(full[group]) for group, names in embedded.items())
+    assert sum(map(len, embedded.values())) < sum(map(len, full.values()))
+
+
+def test_a_run_read_by_a_selected_stage_must_be_run_by_one():
+    """BESTIE's segmentor row reads the labels of a BESTIE run: without that run it is an error naming both."""
+    import bench.commands.params  # noqa: F401
+
     raw = render_profile("embedded")
-    raw["report"]["variants"]["p2seg_hard_pixel_ratio"] = ["hpr-0.4"]
-    raw["report"]["variants"]["p2seg_mask_rcnn"] = ["hrnet", "hpr-0.1"]
-    with pytest.raises(ParamsError, match="p2seg_mask_rcnn: hpr-0.1 not run by any stage"):
+    raw["report"]["variants"]["segment-bestie"] = ["image"]
+    with pytest.raises(ParamsError, match=r"segment-bestie: image reads runs/voc/bestie/image/seed0/train_pseudo.json, "
+                                          r"which no selected stage writes; it is written by report.variants.bestie-image"):
         validate_params(raw)
 
 
-def test_the_point_setting_maps_cannot_be_left_out_of_the_point_loss_rows():
+def test_the_point_setting_maps_cannot_be_left_out_while_a_point_row_runs():
+    import bench.commands.params  # noqa: F401
+
     raw = render_profile("embedded")
-    raw["report"]["variants"]["wsss_point_losses"] = ["points-all"]
-    with pytest.raises(ParamsError, match="must include points-partial"):
+    raw["report"]["variants"]["wsss-table4"] = ["points-all"]
+    with pytest.raises(ParamsError, match="runs/voc/wsss/points-partial/seed0, which no selected stage writes"):
         validate_params(raw)

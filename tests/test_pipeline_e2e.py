@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def pipeline(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     init_repo(repo)
-    repro_on_two_cores(repo, timeout=3600)  # 91 smoke stages
+    repro_on_two_cores(repo, timeout=3600)  # every stage group of the registry, one to three variants each
     return repo
 
 
@@ -47,14 +47,21 @@ def test_bestie_figure_6_shows_a_true_positive_curve_per_series(pipeline):
     assert not (pipeline / "runs" / "voc" / "bestie" / "points" / "seed0.partial").exists()
 
 
+def test_a_training_stage_keeps_its_network_and_config_loadable_with_weights_only(pipeline):
+    import torch
+
+    kept = torch.load(pipeline / "runs/voc/bestie/points/seed0/model.pt", weights_only=True)
+    assert kept["config"]["supervision"] == "points" and kept["model"]
+    assert torch.load(pipeline / "runs/voc/p2seg/hrnet/seed0/model.pt", weights_only=True)["model"]
+
+
 def test_the_val_clean_row_is_the_points_network_inferred_with_the_val_points(pipeline):
-    """bestie/points-val-clean trains exactly as bestie/points (same train labels, byte for byte) and only
-    its val inference differs (release --val_clean: grouped to the val points)."""
+    """bestie/points-val-clean trains nothing: it reads bestie/points' kept network, and only its val inference
+    differs (release --val_clean: grouped to the val points)."""
     runs = pipeline / "runs" / "voc" / "bestie"
-    assert (runs / "points-val-clean/seed0/train_pseudo.json").read_bytes() == \
-        (runs / "points/seed0/train_pseudo.json").read_bytes()
+    assert not (runs / "points-val-clean/seed0/train_pseudo.json").exists()
     info = json.loads((runs / "points-val-clean/seed0/run.json").read_text())
-    assert info["config"]["val_clean"] is True
+    assert info["config"]["val_clean"] is True and info["source"] == "runs/voc/bestie/points/seed0"
     clean = json.loads((runs / "points-val-clean/seed0/val_instances.json").read_text())
     assert clean != json.loads((runs / "points/seed0/val_instances.json").read_text())
     labels = {r["image_id"]: set(r["category_ids"]) for r in json.loads(
@@ -64,11 +71,9 @@ def test_the_val_clean_row_is_the_points_network_inferred_with_the_val_points(pi
 
 
 def test_the_class_score_row_rescores_the_points_networks_val_masks(pipeline):
-    """bestie/points-class-score trains exactly as bestie/points and infers the same val masks; each is
-    scored by its mean class probability, never below the release's centre × class score of the same mask."""
+    """bestie/points-class-score infers with bestie/points' kept network the same val masks; each is scored
+    by its mean class probability, never below the release's centre × class score of the same mask."""
     runs = pipeline / "runs" / "voc" / "bestie"
-    assert (runs / "points-class-score/seed0/train_pseudo.json").read_bytes() == \
-        (runs / "points/seed0/train_pseudo.json").read_bytes()
     assert json.loads((runs / "points-class-score/seed0/run.json").read_text())["config"]["score"] == "class"
     rescored = json.loads((runs / "points-class-score/seed0/val_instances.json").read_text())
     release = json.loads((runs / "points/seed0/val_instances.json").read_text())
@@ -118,6 +123,14 @@ def test_nothing_reruns_when_nothing_changed(pipeline):
     assert _dry_run_stages(pipeline) == set()
 
 
+def test_evaluation_skips_the_runs_whose_predictions_did_not_change(pipeline):
+    """A forced re-run of the slot's evaluation re-scores nothing: every run's fingerprint is unchanged."""
+    before = {p: p.read_bytes() for p in (pipeline / "metrics" / "voc").rglob("*.json")}
+    out = run(["dvc", "repro", "--force", "--single-item", "evaluate-voc"], pipeline)
+    assert "0 runs scored" in out.stdout + out.stderr
+    assert {p: p.read_bytes() for p in (pipeline / "metrics" / "voc").rglob("*.json")} == before
+
+
 def test_hard_pixel_ratio_reruns_only_the_p2seg_runs_that_read_it(pipeline):
     """`repro --dry` lists the stages whose own params changed (their evaluations, the P2Seg
     segmentor rows and the report follow from the new outputs): the default runs of both slots, the
@@ -127,8 +140,8 @@ def test_hard_pixel_ratio_reruns_only_the_p2seg_runs_that_read_it(pipeline):
         stages = _dry_run_stages(pipeline)
     finally:
         write_params(pipeline)
-    ablations = render_profile("smoke")["report"]["variants"]["p2seg_ablation"]
-    assert stages == {"p2seg@0", "p2seg-coco@0", "report", *(f"p2seg-ablation@{v}-0" for v in ablations)}
+    ablations = render_profile("smoke")["report"]["variants"]["p2seg-ablation"]
+    assert stages == {"p2seg@hrnet-0", "p2seg-coco@hrnet-0", "report", *(f"p2seg-ablation@{v}-0" for v in ablations)}
 
 
 def test_a_voc_data_param_leaves_the_coco_chain_alone(pipeline):
@@ -137,5 +150,5 @@ def test_a_voc_data_param_leaves_the_coco_chain_alone(pipeline):
         stages = _dry_run_stages(pipeline)
     finally:
         write_params(pipeline)
-    assert "prepare@voc" in stages and "report" in stages
+    assert "prepare-voc" in stages and "report" in stages
     assert not any("coco" in s for s in stages)

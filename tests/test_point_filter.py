@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from bench.cli import main
-from bench.commands.bestie import Cues
+from bench.inputs import Cues
 from bench.commands.data import prepare
-from bench.commands.point_filter import one_point_instances, points_held
+from bench.bestie_family import one_point_instances, points_held
 from bench.config.loader import render_profile, validate_params
 from bench.evaluation.records import InstancePredictions
 from bench.evaluation.rle import encode

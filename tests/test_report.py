@@ -8,7 +8,9 @@ import pytest
 
 from bench.commands.report import reference_section
 from bench.report.render import RenderContext, judge, render_index, render_table, sweep_rows
-from bench.report.specs import Claim, TableSpec
+from bench.report.specs import Claim, TableSpec, papers
+
+SPECS = Path(__file__).resolve().parents[1] / "reports" / "specs"
 
 SPEC = {
     "paper": "p2seg", "table": "5", "caption": "Hard pixel ratio.", "paper_dataset": "VOC val",
@@ -32,7 +34,7 @@ def _metrics(root: Path, variant: str, seed: int, value: float, method: str = "p
 
 def _ctx(root: Path, profile: str = "embedded") -> RenderContext:
     return RenderContext(profile=profile, slot_datasets={"voc": "synth-voc", "coco": "synth-coco"}, seeds=[0, 1],
-                         commit="deadbeef", decimals=1, switches={}, metrics_root=root)
+                         commit="deadbeef", decimals=1, switches={}, metrics_root=root, papers=papers(SPECS))
 
 
 def test_cells_show_reported_reproduced_and_delta(tmp_path):
@@ -41,6 +43,35 @@ def test_cells_show_reported_reproduced_and_delta(tmp_path):
     assert "| ratio 0.1 | 52.0 | 60.0 | +8.0 | reproduced |" in md
     assert "| ratio 0.2 | 50.8 | – |  | pending (p2seg/b) |" in md
     assert "| Other method | 40.0 | – |  | reported-only |" in md
+
+
+def test_a_row_the_profile_does_not_run_says_so_and_how_to_run_it(tmp_path):
+    ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, runs={("voc", "p2seg"): {"a"}})
+    md = render_table(TableSpec.model_validate(SPEC), ctx).markdown
+    assert "| ratio 0.1 | 52.0 | – |  | pending (p2seg/a) |" in md  # run by the profile, no metrics yet
+    assert "| ratio 0.2 | 50.8 | – |  | not run in this profile: `bench params use embedded-full` |" in md
+
+
+def test_a_row_that_is_another_rows_run_reads_that_runs_metrics(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, runs={("voc", "p2seg"): {"a"}},
+                  same_runs={("p2seg", "b"): "a"})
+    md = render_table(TableSpec.model_validate(SPEC), ctx).markdown
+    assert "| ratio 0.2 | 50.8 | 60.0 | +9.2 | reproduced |" in md
+
+
+def test_a_row_needing_a_users_input_names_it(tmp_path):
+    ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, external={("p2seg", "b"): "your maps"})
+    md = render_table(TableSpec.model_validate(SPEC), ctx).markdown
+    assert "| ratio 0.2 | 50.8 | – |  | needs external input: your maps |" in md
+
+
+def test_the_header_cites_the_paper_by_title_and_arxiv_id(tmp_path):
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    assert md.startswith("# P2Seg — Table 5")
+    assert "- Paper: P2Seg: \"P2Seg: Pointly-supervised Segmentation via Mutual Distillation\" (Wang et al., 2024, " \
+           "arXiv:2401.09709) · VOC val" in md
+    assert "shared/" not in md
 
 
 def test_several_seeds_show_mean_and_sample_std(tmp_path):

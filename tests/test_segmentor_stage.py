@@ -129,7 +129,7 @@ def test_solov2_trains_and_predicts_through_the_same_stage(workspace, monkeypatc
 
 
 def test_an_epoch_budget_becomes_iterations_with_the_lr_steps_scaled_alike():
-    from bench.commands.segment import schedule
+    from bench.segmentation import schedule
     from bench.config.schema import SegmentorParams
 
     p = SegmentorParams(iterations=None, epochs=12, lr_steps=[8, 11], batch_size=16)

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.report.specs import PAPER_FILES, SpecError, TableSpec, load_spec, load_specs
+from bench.report.specs import SpecError, TableSpec, load_spec, load_specs, papers
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "reports" / "specs"
 # an absolute WSIS_PAPERS_DIR replaces REPO; unset or empty: the default
 PAPERS_DIR = (REPO / (os.environ.get("WSIS_PAPERS_DIR") or "../shared/papers")).resolve()
 SPEC_FILES = sorted(SPECS.glob("*/table*.yaml"))
+PAPER_FILES = {paper: meta.text for paper, meta in papers(SPECS).items()}
 EXPECTED_TABLES = {"p2seg": range(1, 7), "point2mask": range(1, 8), "bestie": range(1, 9), "jtsm": range(1, 9)}
 
 needs_papers = pytest.mark.skipif(
@@ -127,44 +128,39 @@ def test_every_figure_caption_is_the_papers():
         assert f"Figure {figure.figure}. {figure.caption}" in text
 
 
-def _resolve(value, params: dict):
-    """A dvc.yaml matrix / foreach value: a list, or ``${dotted.key}`` of params.yaml."""
-    if isinstance(value, str) and value.startswith("${"):
-        for key in value[2:-1].split("."):
-            params = params[key]
-        return params
-    return value
+def test_a_row_citing_a_method_nobody_registered_is_an_error_not_pending():
+    from bench.report.specs import experiment_errors
+
+    spec = yaml.safe_load((SPECS / "p2seg" / "table5.yaml").read_text())
+    spec["rows"][0]["reproduce"] = {"method": "p2sge", "variant": "hpr-0.1"}
+    produced = {"p2seg": {"hpr-0.1", "hpr-0.2", "hpr-0.4", "hpr-0.8", "hrnet"}}
+    errors = experiment_errors([TableSpec.model_validate(spec)], [], produced)
+    assert len(errors) == 1 and "'p2sge' is neither a registered method" in errors[0]
 
 
-def _evaluated_experiments() -> set[tuple[str, str, str]]:
-    """(slot, method, variant) of every `bench evaluate` stage of dvc.yaml: each matrix / foreach item
-    substituted into the command, the lists read from params.yaml."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    found = set()
-    for stage in yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values():
-        cmd = stage.get("do", stage)["cmd"]
-        if not cmd.startswith("bench evaluate"):
-            continue
-        if "matrix" in stage:
-            matrix = {key: _resolve(value, params) for key, value in stage["matrix"].items()}
-            items = [dict(zip(matrix, values)) for values in itertools.product(*matrix.values())]
-            cmds = [re.sub(r"\$\{item\.(\w+)\}", lambda m, item=item: str(item[m.group(1)]), cmd) for item in items]
-        elif "foreach" in stage:
-            cmds = [cmd.replace("${item}", str(item)) for item in _resolve(stage["foreach"], params)]
-        else:
-            cmds = [cmd]
-        for resolved in cmds:
-            args = dict(re.findall(r"--(dataset|method|variant) (\S+)", resolved))
-            found.add((args["dataset"], args["method"], args["variant"]))
-    return found
+def test_a_row_citing_an_unproduced_variant_of_a_registered_method_is_an_error():
+    from bench.report.specs import experiment_errors
+
+    spec = TableSpec.model_validate(yaml.safe_load((SPECS / "p2seg" / "table5.yaml").read_text()))
+    errors = experiment_errors([spec], [], {"p2seg": {"hpr-0.1", "hpr-0.4", "hpr-0.8", "hrnet"}})
+    assert errors == ["p2seg/table5 hpr-0.2: p2seg/hpr-0.2 is not a row any stage group of p2seg writes "
+                      "(bench/commands/*: StageGroup)"]
 
 
-def test_every_figure_series_is_evaluated_by_the_pipeline():
-    from bench.report.specs import SLOT_OF, load_figures
+def test_a_pending_method_of_a_paper_with_specs_is_not_an_error():
+    from bench.report.specs import experiment_errors
 
-    evaluated = _evaluated_experiments()
-    for figure in load_figures(SPECS):
-        for series in figure.series:
-            e = series.reproduce
-            assert (SLOT_OF[e.dataset or figure.reproduced_on], e.method, e.variant) in evaluated, \
-                f"{figure.name}: {e.name} is not evaluated by any dvc.yaml stage"
+    specs = [s for s in load_specs(SPECS) if s.paper == "point2mask"]
+    cited = {e.method for s in specs for r in s.rows for e in r.sources([c.key for c in s.columns])}
+    produced = {m: {"*"} for m in cited - {"point2mask"}}  # the other methods' rows: checked elsewhere
+    errors = experiment_errors(specs, [], produced)
+    assert not [e for e in errors if "point2mask" in e.split(":")[1]]
+
+
+def test_a_paper_folder_without_paper_yaml_names_the_file(tmp_path):
+    target = tmp_path / "newpaper" / "table1.yaml"
+    target.parent.mkdir()
+    spec = yaml.safe_load((SPECS / "p2seg" / "table5.yaml").read_text())
+    target.write_text(yaml.safe_dump({**spec, "paper": "newpaper", "table": "1"}))
+    with pytest.raises(SpecError, match="paper.yaml"):
+        load_spec(target)

@@ -27,7 +27,7 @@ weights — and the val numbers — are the stage's) and prints one markdown row
 The last three separate what the network segments from how the release's score ranks it: the
 ``transfer-only`` baseline it is compared with has no ranking problem (its instances hold one point
 each). Slow: ≈ 0.1 s per training step on a 2-core CPU plus ≈ 30 s of probing and val inference
-per schedule (measured: docs/bestie.md, Session 15).
+per schedule (measured: docs/bestie.md, Findings).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ import numpy as np
 
 from bench import predictions as P
 from bench.benchmarks import cpu_model
-from bench.commands import bestie as stage
-from bench.commands.point_filter import HELD, held, points_held
+from bench.bestie_family import HELD, held, make_config, points_held
+from bench.inputs import load_cues, load_semantic_maps, resolve_wsss_run, thing_classes
 from bench.config.loader import load_params
 from bench.evaluation.api import evaluate_files
-from bench.paths import canonical_dir
+from bench.paths import canonical_dir, points_file
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from methods.bestie.transfer import offset_field
 from methods.runtime import cap_cpu_threads
@@ -60,8 +60,8 @@ def _train_samples(split: CanonicalSplit, dataset: CanonicalDataset, config: Any
     """The stage's training samples: images, seed-0 WSSS maps and the transfer's pseudo targets."""
     from methods.bestie.train import transfer_samples
 
-    maps = stage.load_semantic_maps(stage.resolve_wsss_run(SLOT, WSSS_RUN) / P.TRAIN_SEMANTIC_DIR, split)
-    cues = stage.load_cues(stage.points_file(SLOT, split.name, point_mode), split, dataset)
+    maps = load_semantic_maps(resolve_wsss_run(SLOT, WSSS_RUN) / P.TRAIN_SEMANTIC_DIR, split)
+    cues = load_cues(points_file(SLOT, split.name, point_mode), split, dataset)
     return transfer_samples([split.load_image(im.id) for im in split.images], [maps[im.id] for im in split.images],
                             [cues[im.id].yx for im in split.images], [cues[im.id].classes for im in split.images],
                             config)[0]
@@ -106,7 +106,7 @@ def val_ranking(model: Any, val: CanonicalSplit, things: list[int], config: Any,
     from methods.bestie.train import infer_instances, predict_outputs
 
     classes = val.dataset.semantic_classes
-    cues = stage.load_cues(stage.points_file(SLOT, val.name, point_mode), val, val.dataset)
+    cues = load_cues(points_file(SLOT, val.name, point_mode), val, val.dataset)
     # (image id, mask, category, release score, mean class probability, best same-class IoU, val points held)
     found = []
     images = [val.load_image(im.id) for im in val.images]
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p = params.bestie
     dataset = CanonicalDataset(canonical_dir(SLOT))
     train, val = dataset.split(params.data.voc.train_split), dataset.split(params.data.voc.val_split)
-    things = stage.thing_classes(dataset)
+    things = thing_classes(dataset)
     print(f"# {cpu_model()}, {threads} torch threads; bestie/points, seed 0, WSSS {WSSS_RUN}, params {args.params}")
     print("| steps | train s | img/s | offset pred / target abs | offset L1 | offset cosine | centre at GT points "
           "median / > 0.1 | val mAP25 / 50 / 70 (release score) | mAP50 ranked by class prob | mAP50 oracle "
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         warmup = max(1, round(p.warmup_iterations * iterations / p.iterations))
         # the release's inference whatever the params say: the columns rank its masks three ways themselves
         options = {"iterations": iterations, "warmup_iterations": warmup, "score": "center-class", "val_clean": False}
-        config = stage.make_config(p, "points", 0, options, slot=SLOT)
+        config = make_config(p, "points", 0, options, slot=SLOT)
         samples = _train_samples(train, dataset, config, p.point_mode)
         start = time.perf_counter()
         model = train_bestie(samples=samples, num_semantic=len(dataset.semantic_classes), thing_classes=things,

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from bench.benchmarks import cpu_model
-from bench.commands.segment import SegmentJob, _torchvision_run
+from bench.segmentation import SegmentJob, _torchvision_run
 from bench.config.schema import SegmentorParams
 from bench.evaluation import evaluate_files
 from datasets.canonical import CanonicalDataset

@@ -1,8 +1,11 @@
-"""Subcommands of ``bench``. Each module registers one command in :data:`COMMANDS`."""
+"""Subcommands of ``bench``. Each module of this package registers its command(s) in :data:`COMMANDS`, and a
+method's module also registers the method (:mod:`bench.methods`); :func:`load_commands` imports them all."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,21 +32,17 @@ class Command:
 
 COMMANDS: Registry[Command] = Registry("command")
 
-#: Modules imported by the CLI; each registers its command(s).
-COMMAND_MODULES = (
-    "bench.commands.params",
-    "bench.commands.data",
-    "bench.commands.points",
-    "bench.commands.wsss",
-    "bench.commands.pretrain",
-    "bench.commands.reference",
-    "bench.commands.bestie",
-    "bench.commands.p2seg",
-    "bench.commands.segment",
-    "bench.commands.point_filter",
-    "bench.commands.evaluate",
-    "bench.commands.report",
-)
+
+
+def load_commands() -> None:
+    """Import every module of this package (each registers its commands and, for a method, the method), then
+    freeze the registries: a registration after this raises. Idempotent."""
+    from bench.methods import GROUPS, PRODUCERS
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+    for registry in (COMMANDS, PRODUCERS, GROUPS):
+        registry.freeze()
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

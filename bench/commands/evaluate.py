@@ -1,19 +1,27 @@
-"""``bench evaluate`` — score a run directory against the ground truth (stage ``evaluate``).
+"""``bench evaluate`` — score run directories against the ground truth (stage ``evaluate-<slot>``).
 
-Every metric family whose prediction file the run wrote is evaluated (the table below is
+Every metric family whose prediction file a run wrote is evaluated (the table below is
 data, not a chain of ifs); the result is one metrics JSON with provenance, a DVC metric. A run that
 exported train pseudo labels at training checkpoints (listed in its ``run.json`` as
 ``pseudo_curve``) also gets their pseudo-label metrics over training (``"curves"``, BESTIE Fig. 6).
+
+``--all`` scores every run of a slot in one process (the pipeline's stage): a run whose fingerprint —
+its files, the ground truth and points it is scored against, the ``eval`` params and the evaluation code —
+matches the one its metrics file recorded is skipped, and the metrics of runs that no longer exist are
+removed, so the stage's cost follows what changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import platform
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,7 @@ from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.config.loader import flatten
 from bench.evaluation import evaluate_files
 from bench.io import read_json, write_json
-from bench.paths import SPECS, canonical_dir, metrics_file, points_file, run_dir
+from bench.paths import METRICS, RUNS, SPECS, canonical_dir, metrics_file, points_file, run_dir
 from bench.report.specs import CURVE_KEYS, load_specs, rows_fed_by
 from bench.stages.base import declare_stage, run_stage
 from bench.tracking import git_state
@@ -115,59 +123,161 @@ def _log_overlays(ctx: Any, gt_root: Path, split_name: str, predictions: Path) -
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     slot_argument(parser)
-    parser.add_argument("--method", required=True, help="method (or reference / segmentor) that wrote the run")
-    parser.add_argument("--variant", required=True, help="variant (table row) of the run")
+    parser.add_argument("--all", action="store_true",
+                        help="score every run of the slot (runs/<slot>/<method>/<variant>[/seed<k>]) whose predictions "
+                             "or ground truth changed since its metrics were written; remove metrics of vanished runs")
+    parser.add_argument("--method", help="method (or reference / segmentor / wsss) that wrote the run")
+    parser.add_argument("--variant", help="variant (table row) of the run")
     parser.add_argument("--seed", type=int, default=None, help="seed of a trained run (runs/.../seed<k>)")
     params_argument(parser)
 
 
+#: Files that never change what a run is scored on (wall times; see bench/io.write_run_record).
+UNSCORED = ("timing.json",)
+#: Code whose change re-scores every run.
+EVALUATION_CODE = (Path(__file__), Path(__file__).parents[1] / "evaluation")
+
+
+def _tree_digest(paths: list[Path], skip: tuple[str, ...] = ()) -> str:
+    """sha256 over the relative names and bytes of every file under ``paths`` (sorted)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        for f in files:
+            if f.name in skip or "__pycache__" in f.parts:
+                continue
+            digest.update(str(f.relative_to(root.parent)).encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+@cache
+def _code_digest() -> str:
+    return _tree_digest([p for p in EVALUATION_CODE if p.suffix in (".py", "")])
+
+
+@cache
+def _split_digest(slot: str, split: str) -> str:
+    """The ground truth of one split (annotations, panoptic and semantic PNGs; not the images)."""
+    root = canonical_dir(slot) / split
+    return _tree_digest([p for p in sorted(root.iterdir()) if p.name != "images"])
+
+
+def run_fingerprint(folder: Path, slot: str, run_info: dict[str, Any], eval_params: dict[str, Any]) -> str:
+    """What a run's metrics depend on: its files, the splits' ground truth, the points it is scored with,
+    the ``eval`` params and the evaluation code."""
+    parts = [_tree_digest([folder], UNSCORED), _code_digest(), json.dumps(eval_params, sort_keys=True)]
+    for key in ("train_split", "val_split"):
+        if key in run_info:
+            parts.append(_split_digest(slot, run_info[key]))
+    if "points_mode" in run_info and "train_split" in run_info:
+        points = points_file(slot, run_info["train_split"], run_info["points_mode"])
+        if points.is_file():
+            parts.append(_tree_digest([points]))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def slot_runs(slot: str) -> list[tuple[str, str, int | None, Path]]:
+    """Every run folder of a slot holding a prediction file: ``(method, variant, seed, folder)``;
+    ``runs/<slot>/<method>/<variant>/seed<k>/`` or, for unseeded rows, ``runs/<slot>/<method>/<variant>/``."""
+    found = []
+    for method_dir in sorted(p for p in (RUNS / slot).glob("*") if p.is_dir()):
+        for variant_dir in sorted(p for p in method_dir.glob("*") if p.is_dir()):
+            seeds = sorted(p for p in variant_dir.glob("seed*") if p.is_dir() and p.name[4:].isdigit())
+            for folder, seed in ([(p, int(p.name[4:])) for p in seeds] or [(variant_dir, None)]):
+                if any((folder / f.prediction).exists() for f in FAMILIES):
+                    found.append((method_dir.name, variant_dir.name, seed, folder))
+    return found
+
+
+def score_run(ctx: Any, slot: str, method: str, variant: str, seed: int | None, folder: Path,
+              fingerprint: str | None = None) -> dict[str, float]:
+    """Every metric family of one run folder → ``metrics/<slot>/<method>/<variant>/seed<k>.json``."""
+    run_info = read_json(folder / P.RUN_INFO)
+    gt_root = canonical_dir(slot)
+    metrics: dict[str, float] = {}
+    counts: dict[str, Any] = {}
+    per_class: dict[str, Any] = {}
+    notes: list[str] = []
+    for family in FAMILIES:
+        prediction = folder / family.prediction
+        if not prediction.exists():
+            continue
+        result = evaluate_files(family.kind, gt_root=gt_root, split=run_info[family.split_key],
+                                predictions=prediction, **family.options(ctx.params, slot, run_info))
+        data = result.to_dict()
+        name = family.name
+        metrics.update({family.rename(k): v for k, v in data["metrics"].items()})
+        counts[name] = data["counts"]
+        per_class.update({family.rename(k): v for k, v in data["per_class"].items()})
+        notes += [f"{name}: {n}" for n in data["notes"]]
+        log.info("%s/%s: %s: %s", method, variant, name,
+                 ", ".join(f"{family.rename(k)}={v:.2f}" for k, v in result.metrics.items()))
+    if not counts:
+        raise ValueError(f"{folder}: no prediction files ({', '.join(f.prediction for f in FAMILIES)})")
+    curves = pseudo_curves(folder, gt_root, run_info, ctx.params, slot)
+    provenance = {
+        "dataset": slot, "method": method, "variant": variant, "seed": seed or 0,
+        "profile": ctx.profile, "run": run_info,
+        "eval_params": flatten({"eval": ctx.params.eval.model_dump(mode="json")}),
+        "git_commit": git_state().get("git.commit", "unknown"),
+        "python": platform.python_version(), "host": platform.node(),
+        **({"fingerprint": fingerprint} if fingerprint else {}),
+    }
+    out = metrics_file(slot, method, variant, seed or 0)
+    write_json(out, {"metrics": metrics, "counts": counts, "per_class": per_class, "notes": notes,
+                     **({"curves": curves} if curves else {}), "provenance": provenance})
+    return metrics
+
+
+def _score_slot(ctx: Any, slot: str) -> None:
+    """``--all``: score the slot's changed runs, skip the unchanged, drop the metrics of vanished runs."""
+    from tqdm import tqdm
+
+    eval_params = ctx.params.eval.model_dump(mode="json")
+    runs = slot_runs(slot)
+    kept: set[Path] = set()
+    scored = skipped = 0
+    for method, variant, seed, folder in tqdm(runs, desc=f"evaluate {slot}", unit="run"):
+        out = metrics_file(slot, method, variant, seed or 0)
+        kept.add(out)
+        fingerprint = run_fingerprint(folder, slot, read_json(folder / P.RUN_INFO), eval_params)
+        if out.is_file() and read_json(out).get("provenance", {}).get("fingerprint") == fingerprint:
+            skipped += 1
+            continue
+        metrics = score_run(ctx, slot, method, variant, seed, folder, fingerprint)
+        ctx.run.log_metrics({f"{method}/{variant}/seed{seed or 0}/{k}": v for k, v in metrics.items() if v is not None})
+        scored += 1
+    removed = [f for f in sorted((METRICS / slot).rglob("seed*.json")) if f not in kept]
+    for stale in removed:
+        stale.unlink()
+    log.info("%s: %d runs scored, %d unchanged, %d metrics files of vanished runs removed", slot, scored, skipped,
+             len(removed))
+    ctx.run.log_metrics({"runs.scored": scored, "runs.unchanged": skipped, "runs.removed": len(removed)})
+
+
 def _handle(args: argparse.Namespace) -> int:
+    if args.all:
+        if args.method or args.variant or args.seed is not None:
+            raise ValueError("--all scores every run of the slot: leave out --method, --variant and --seed")
+        with run_stage(STAGE, params_path=Path(args.params), dataset=args.dataset) as ctx:
+            _score_slot(ctx, args.dataset)
+        return 0
+    if not (args.method and args.variant):
+        raise ValueError("name a run with --method and --variant (and --seed for a trained run), or pass --all")
     feeds = rows_fed_by(load_specs(SPECS), slot=args.dataset, method=args.method, variant=args.variant)
     with run_stage(STAGE, params_path=Path(args.params), method=args.method, variant=args.variant,
                    dataset=args.dataset, feeds=tuple(feeds)) as ctx:
         folder = run_dir(args.dataset, args.method, args.variant)
         if args.seed is not None:
             folder = folder / f"seed{args.seed}"
-        run_info = read_json(folder / P.RUN_INFO)
-        gt_root = canonical_dir(args.dataset)
-        metrics: dict[str, float] = {}
-        counts: dict[str, Any] = {}
-        per_class: dict[str, Any] = {}
-        notes: list[str] = []
-        for family in FAMILIES:
-            prediction = folder / family.prediction
-            if not prediction.exists():
-                continue
-            result = evaluate_files(family.kind, gt_root=gt_root, split=run_info[family.split_key],
-                                    predictions=prediction, **family.options(ctx.params, args.dataset, run_info))
-            data = result.to_dict()
-            name = family.name
-            metrics.update({family.rename(k): v for k, v in data["metrics"].items()})
-            counts[name] = data["counts"]
-            per_class.update({family.rename(k): v for k, v in data["per_class"].items()})
-            notes += [f"{name}: {n}" for n in data["notes"]]
-            log.info("%s: %s", name, ", ".join(f"{family.rename(k)}={v:.2f}" for k, v in result.metrics.items()))
-        if not counts:
-            raise ValueError(f"{folder}: no prediction files ({', '.join(f.prediction for f in FAMILIES)})")
-        curves = pseudo_curves(folder, gt_root, run_info, ctx.params, args.dataset)
-        if curves:
-            log.info("pseudo over training: %s", ", ".join(f"step {s}: tp50={v:g}" for s, v in curves["pseudo.tp50"]))
-        seed = args.seed or 0
-        provenance = {
-            "dataset": args.dataset, "method": args.method, "variant": args.variant, "seed": seed,
-            "profile": ctx.profile, "run": run_info,
-            "eval_params": flatten({"eval": ctx.params.eval.model_dump(mode="json")}),
-            "git_commit": git_state().get("git.commit", "unknown"),
-            "python": platform.python_version(), "host": platform.node(),
-        }
-        out = metrics_file(args.dataset, args.method, args.variant, seed)
-        write_json(out, {"metrics": metrics, "counts": counts, "per_class": per_class, "notes": notes,
-                         **({"curves": curves} if curves else {}), "provenance": provenance})
+        metrics = score_run(ctx, args.dataset, args.method, args.variant, args.seed, folder)
         ctx.run.log_metrics({k: v for k, v in metrics.items() if v is not None})
-        ctx.run.log_artifact(out)
-        _log_overlays(ctx, gt_root, run_info["val_split"], folder / P.INSTANCES)
+        ctx.run.log_artifact(metrics_file(args.dataset, args.method, args.variant, args.seed or 0))
+        _log_overlays(ctx, canonical_dir(args.dataset), read_json(folder / P.RUN_INFO)["val_split"],
+                      folder / P.INSTANCES)
     return 0
 
 
-COMMANDS.add("evaluate", Command("score a run's predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality)",
+COMMANDS.add("evaluate", Command("score runs' predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality)",
                                  _configure, _handle))

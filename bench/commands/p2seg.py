@@ -1,7 +1,7 @@
-"""``bench p2seg`` — P2Seg (paper 000): the Mutual Distillation Module on BESTIE's point setting
-(stage ``p2seg``).
+"""``bench p2seg`` — P2Seg (Wang et al., 2024): the Mutual Distillation Module on BESTIE's point setting.
 
 Writes ``runs/<slot>/p2seg/<variant>/seed<k>/``: ``val_instances.json`` (BESTIE inference on val),
+``model.pt`` (the last stage's network and its config),
 ``train_pseudo.json`` (the last stage's instance map: one record per point, ``point_annotation_id``
 = the point's GT annotation), ``run.json`` (per stage: S2I counts, the train mIoU of the semantic
 map the stage trained on and of its I2S map) and ``timing.json`` (training and val seconds).
@@ -32,19 +32,23 @@ from typing import Any
 import numpy as np
 
 from bench import predictions as P
+from bench.bestie_family import checkpointing, make_config, predict_val, pseudo_records, write_rule_outputs
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
-from bench.commands.bestie import (MethodInputs, load_cues, load_semantic_maps, make_config, method_stage,
-                                   predict_val, pseudo_records, sample_arrays, thing_classes, write_rule_outputs)
+from bench.config.schema import MdmParams
+from bench.inputs import load_cues, load_semantic_maps, resolve_wsss_run, thing_classes
 from bench.io import write_json
+from bench.methods import Producer, SameRun, StageGroup, register, segmentor_group
 from bench.paths import backbone_checkpoint, canonical_dir, points_file
 from bench.registry import Registry
 from bench.stages.base import declare_stage
+from bench.stages.run import WEIGHTS, RunFolder, method_run, save_weights
 from datasets.canonical import CanonicalSplit
 
 log = logging.getLogger(__name__)
-STAGE = declare_stage("p2seg", "data", "bestie", "mdm")
 #: T5's sweep: the hard pixel ratios of the paper's Table 5.
 SWEEP_RATIOS = ("0.1", "0.2", "0.4", "0.8")
+#: The schema's mdm.hard_pixel_ratio: its sweep row is the default run p2seg/hrnet (Producer.same_runs).
+DEFAULT_RATIO = str(MdmParams().hard_pixel_ratio)
 
 
 @dataclass(frozen=True)
@@ -113,15 +117,15 @@ def train_miou(maps: list[np.ndarray], split: CanonicalSplit, gt: Any) -> float:
     return evaluator.summarize()["semantic.mIoU"]
 
 
-def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs: MethodInputs) -> None:
+def _run(args: argparse.Namespace, ctx: Any, variant: Variant, run: RunFolder, wsss: Path) -> None:
     from bench.evaluation.gt import CanonicalGT
     from methods.p2seg.train import export_instances, train_p2seg
 
-    dataset, train, info = inputs.dataset, inputs.train, inputs.info
+    dataset, train, info, out = run.dataset, run.train, run.info, run.out
     config = make_p2seg_config(ctx.params, variant, args.seed, slot=args.dataset)
     things = thing_classes(dataset)
     num_semantic = len(dataset.semantic_classes)
-    maps = load_semantic_maps(inputs.wsss / P.TRAIN_SEMANTIC_DIR, train)
+    maps = load_semantic_maps(wsss / P.TRAIN_SEMANTIC_DIR, train)
     cue_file = points_file(args.dataset, train.name, ctx.params.bestie.point_mode)
     cues = load_cues(cue_file, train, dataset)
     ids = [image.id for image in train.images]
@@ -134,8 +138,9 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
         thing_classes=things, config=config,
         on_step=lambda stage, step, losses: ctx.run.log_metrics({f"train.s{stage}.{k}": v for k, v in losses.items()},
                                                                 step=step),
-        checkpointing=lambda stage, bestie, samples: inputs.checkpointing(
-            f"stage{stage + 1}", dataclasses.replace(config, bestie=bestie), sample_arrays(samples)))
+        checkpointing=lambda stage, bestie, samples: checkpointing(
+            run, f"stage{stage + 1}", dataclasses.replace(config, bestie=bestie), samples,
+            ctx.params.bestie.checkpoint_every))
     seconds = time.perf_counter() - t0
     info["timing"]["train_seconds"] = round(seconds, 2)
     info["timing"]["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
@@ -152,7 +157,8 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, out: Path, inputs
     for image_id, found in zip(ids, export_instances(stages[-1], images, points, classes, things, config)):
         pseudo += pseudo_records(image_id, found, dataset.semantic_classes, cues[image_id].annotation_ids)
     t0 = time.perf_counter()
-    val_records = predict_val(stages[-1].model, inputs, things, config.bestie, desc="p2seg val")
+    save_weights(out / WEIGHTS, stages[-1].model, config.to_dict())
+    val_records = predict_val(stages[-1].model, run, things, config.bestie, desc="p2seg val")
     info["timing"]["val_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(out / P.INSTANCES, val_records, indent=None)
     write_json(out / P.PSEUDO, pseudo, indent=None)
@@ -190,14 +196,41 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _handle(args: argparse.Namespace) -> int:
     variant = VARIANTS.get(args.variant)
-    with method_stage(STAGE, args, method="p2seg", wsss=args.wsss) as (ctx, inputs, out):
+    with method_run(STAGE, slot=args.dataset, method="p2seg", variant=args.variant, seed=args.seed,
+                    params_path=Path(args.params)) as (ctx, run):
+        point_mode = ctx.params.bestie.point_mode
+        wsss = resolve_wsss_run(args.dataset, args.wsss.format(seed=args.seed))
+        run.info.update({"points_mode": point_mode, "wsss_run": str(wsss)})
         if variant.training:
-            _run(args, ctx, variant, out, inputs)
+            _run(args, ctx, variant, run, wsss)
         else:
-            inputs.info["s2i"] = write_rule_outputs(args, out, inputs, ctx.params.bestie.point_mode,
-                                                    s2i_rule(ctx.params))
+            run.info["s2i"] = write_rule_outputs(run, wsss, point_mode, s2i_rule(ctx.params))
     return 0
 
 
+_TRAIN_DEPS = ("data/points/voc", "runs/voc/pretrain", "runs/voc/wsss/points-partial/seed${item.seed}")
+PRODUCER = register(Producer(
+    name="p2seg", title="P2Seg", paper="p2seg", sections=("mdm", "bestie"),
+    code=("bench/bestie_family.py", "methods/bestie", "methods/p2seg", "methods/backbones.py"),
+    variants={name: v.rows for name, v in VARIANTS.items()},
+    # the sweep's row at the default ratio is the default run: trained once
+    same_runs={f"hpr-{r}": SameRun("hrnet", "mdm.hard_pixel_ratio", float(r)) for r in SWEEP_RATIOS},
+    groups=(
+        StageGroup("p2seg", "voc", ("hrnet",), deps=_TRAIN_DEPS),
+        StageGroup("p2seg-transfer", "voc", ("s2i-transfer",),
+                   deps=("data/points/voc", "runs/voc/wsss/points-partial/seed${item.seed}"),
+                   params=("bestie.min_area", "bestie.point_mode", "mdm.single_point_target", "mdm.default_box",
+                           "mdm.default_box_in_training")),
+        StageGroup("p2seg-ablation", "voc", ("s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"), deps=_TRAIN_DEPS),
+        # the sweep fixes the ratio: every mdm key but mdm.hard_pixel_ratio
+        StageGroup("p2seg-sweep", "voc", tuple(f"hpr-{r}" for r in SWEEP_RATIOS if r != DEFAULT_RATIO), deps=_TRAIN_DEPS,
+                   params=("bestie", "mdm -hard_pixel_ratio")),
+        StageGroup("p2seg-coco", "coco", ("hrnet",),
+                   deps=("data/points/coco", "runs/coco/pretrain", "runs/coco/wsss/points-partial/seed${item.seed}")),
+        segmentor_group("segment-p2seg", "p2seg", "voc", ("hrnet", "resnet", "s2i", "bestie-s2i", "bestie-s2i-i2s")),
+        segmentor_group("segment-p2seg-solov2", "p2seg", "voc", ("hrnet",), "solov2"),
+        segmentor_group("segment-p2seg-coco", "p2seg", "coco", ("hrnet",)),
+    )), __name__)
+STAGE = declare_stage("p2seg", "data", *PRODUCER.sections)
 COMMANDS.add("p2seg", Command("P2Seg: the Mutual Distillation Module (S2I + I2S) on BESTIE's point setting",
                               _configure, _handle))

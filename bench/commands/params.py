@@ -10,8 +10,15 @@ from typing import Any
 import yaml
 
 from bench.commands import COMMANDS, Command, parse_assignments
-from bench.config.loader import (PARAMS_CHECKS, PROFILE_NAMES, dump_params, flatten, load_params, render_profile,
-                                 validate_params)
+from bench.config.loader import (
+    PARAMS_CHECKS,
+    PROFILE_NAMES,
+    dump_params,
+    flatten,
+    load_params,
+    render_profile,
+    validate_params,
+)
 from bench.config.schema import Params
 from bench.io import write_text
 
@@ -63,18 +70,14 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def check_run_variants(params: Params) -> None:
-    """Every name in ``report.variants`` is a registered variant of each command its field's ``variants_of``
-    names (dvc.yaml runs ``bench <command> --variant <name>`` for it)."""
-    from bench.commands import bestie, p2seg, wsss
+    """``report.variants``: every key is a registered stage group, every name one of its variants (dvc.yaml runs
+    ``bench <command> --variant <name>`` for it), and every run a selected stage reads is run (bench/methods.py)."""
+    from bench.commands import load_commands
+    from bench.methods import check_inputs_are_run, check_run_lists
 
-    registries = {"bestie": bestie.VARIANTS, "p2seg": p2seg.VARIANTS, "wsss": wsss.VARIANTS}
-    grids = params.report.variants
-    for field, info in type(grids).model_fields.items():
-        for command in info.json_schema_extra["variants_of"]:
-            unknown = [name for name in getattr(grids, field) if name not in registries[command]]
-            if unknown:
-                raise ValueError(f"report.variants.{field}: {', '.join(map(repr, unknown))} not registered as "
-                                 f"{command} variant(s) (registered: {', '.join(registries[command])})")
+    load_commands()
+    check_run_lists(params.report.variants)
+    check_inputs_are_run(params.report.variants, list(params.report.seeds))
 
 
 PARAMS_CHECKS.add("report.variants", check_run_variants)

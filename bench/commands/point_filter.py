@@ -27,60 +27,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections import Counter
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import numpy as np
-from pycocotools import mask as mask_utils
-
 from bench import predictions as P
+from bench.bestie_family import one_point_instances
 from bench.commands import COMMANDS, Command, method_variant, params_argument, slot_argument
-from bench.commands.bestie import Cues, load_cues
 from bench.evaluation.gt import CanonicalGT
-from bench.evaluation.records import InstancePredictions, validate_instance_records
+from bench.evaluation.records import validate_instance_records
+from bench.inputs import load_cues
 from bench.io import atomic_path, read_json, write_json, write_run_record
+from bench.methods import Producer, register
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.stages.base import declare_stage, run_stage
 from datasets.canonical import CanonicalDataset
 
 log = logging.getLogger(__name__)
 STAGE = declare_stage("point-filter")
-
-#: How many points of its class a predicted mask holds: the rule keeps "one".
-HELD = ("none", "one", "several")
-
-
-def points_held(mask: np.ndarray, cues: Cues, semantic_class: int) -> int:
-    """How many of the image's points of ``semantic_class`` lie on the mask's pixels (a point counts
-    once per mask)."""
-    yx = cues.yx[cues.classes == semantic_class].reshape(-1, 2)
-    return int(mask[yx[:, 0], yx[:, 1]].sum())
-
-
-def held(n: int) -> str:
-    """The rule's name for a mask holding ``n`` points of its class: one of :data:`HELD`."""
-    return HELD[min(n, 2)]
-
-
-def one_point_instances(
-    predictions: InstancePredictions, points: Mapping[int, Cues], semantic_index: Callable[[int], int]
-) -> tuple[list[int], Counter[str]]:
-    """File positions of the records whose mask holds exactly one point of the record's class (the
-    one-point rule of BESTIE's semantic knowledge transfer, Sec. 3.3, applied to predicted masks), and
-    how many records held none / one / several. ``points``: the cues of every image of the split
-    (:func:`~bench.commands.bestie.load_cues`); an image without points keeps nothing."""
-    kept: list[int] = []
-    counts: Counter[str] = Counter({name: 0 for name in HELD})
-    for image_id, records in predictions.by_image.items():
-        for record in records:
-            n = points_held(mask_utils.decode(record["segmentation"]).astype(bool), points[image_id],
-                            semantic_index(record["category_id"]))
-            counts[held(n)] += 1
-            if n == 1:
-                kept.append(record["index"])
-    return sorted(kept), counts
-
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     slot_argument(parser)
@@ -132,6 +94,9 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
+PRODUCER = register(Producer(
+    name="point-filter", title="One-point filter", sections=(), code=("bench/evaluation",), variants={},
+    reads_data=False), __name__)
 COMMANDS.add("point-filter", Command(
     "keep a run's val instances that hold exactly one val point of their class (the training-free baseline's rule)",
     _configure, _handle,

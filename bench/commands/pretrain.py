@@ -2,7 +2,7 @@
 
 Writes ``runs/<slot>/pretrain/<backbone>.pt`` (the timm feature extractor's ``state_dict``) for every
 backbone in ``pretrain.backbones``, ``run.json`` (what ran, the held-out scores and their history) and
-the DVC metric ``metrics/<slot>/pretrain/summary.json``. Methods read the weights with
+the DVC metric ``metrics/pretrain/<slot>.json``. Methods read the weights with
 ``backbone_init: pretrain`` (``bestie``, ``mdm``). The images are a separate stream of the slot's
 synthetic generator (:func:`datasets.synthetic.render_classification_set`), labelled with the classes
 present only: the synthetic profiles' stand-in for the ImageNet weights the papers start from
@@ -69,7 +69,7 @@ def _handle(args: argparse.Namespace) -> int:
                          result.metrics["val.mAP"], result.metrics["val.exact_match"])
             write_run_record(out / "run.json", record)
         summary = {f"{name}.{k}": v for name, b in record["backbones"].items() for k, v in b["metrics"].items()}
-        write_json(METRICS / args.dataset / "pretrain" / "summary.json", summary)
+        write_json(METRICS / "pretrain" / f"{args.dataset}.json", summary)
     return 0
 
 

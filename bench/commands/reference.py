@@ -19,6 +19,7 @@ from tqdm import tqdm
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.io import atomic_path, read_json, write_json
+from bench.methods import Producer, StageGroup, register
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage
@@ -122,5 +123,14 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
+PRODUCER = register(Producer(
+    name="reference", title="Reference rows", sections=(), code=("methods/reference.py",),
+    variants={"ground-truth": "the ground truth scored as a prediction (self-check: every metric reads 100)",
+              "oracle-grouping": "the ground-truth semantic map split by nearest centre point (point grouping's "
+                                 "ceiling)"},
+    groups=tuple(StageGroup(f"reference-{slot}", slot, ("ground-truth", "oracle-grouping"), per_seed=False,
+                            args="--variant ${item.variant}", deps=(f"data/points/{slot}",),
+                            outs=(f"runs/{slot}/reference/${{item.variant}}",)) for slot in ("voc", "coco"))),
+    __name__)
 COMMANDS.add("reference", Command("reference rows: ground-truth (self-check) and oracle-grouping (ceiling)",
                                   _configure, _handle))

@@ -11,19 +11,28 @@ from typing import Any
 from pydantic import BaseModel
 
 from bench.commands import COMMANDS, Command, params_argument
-from bench.config.schema import Params
 from bench.io import atomic_path, write_text
+from bench.methods import PRODUCERS, rows_of, variant_runs
 from bench.paths import METRICS, REPORTS, SPECS
 from bench.report.metrics import load_experiment
-from bench.report.render import (PAPER_TITLES, RenderContext, plot_figure, plot_sweep, render_figure, render_index,
-                                 render_table, sweep_csv, sweep_rows)
-from bench.report.specs import PAPERS, load_figures, load_specs
+from bench.report.render import (
+    RenderContext,
+    plot_figure,
+    plot_sweep,
+    render_figure,
+    render_index,
+    render_table,
+    sweep_csv,
+    sweep_rows,
+)
+from bench.report.specs import experiment_errors, load_figures, load_specs, papers
 from bench.stages.base import declare_stage, run_stage
 from bench.tracking import git_state
 
 log = logging.getLogger(__name__)
-#: The report reads the method sections only to list their paper-vs-release switches.
-STAGE = declare_stage("report", "data", "report", "wsss", "bestie", "mdm", "point2mask", "jtsm", "segmentor")
+#: The report reads the method sections only to list their paper-vs-release switches (and the same-run rules).
+STAGE = declare_stage("report", "data", "report",
+                      more=lambda: tuple(sorted({s for _, p in PRODUCERS.items() for s in p.sections})))
 REFERENCE_VARIANTS = ("ground-truth", "oracle-grouping")
 #: Metric families whose ground-truth self-check must read exactly 100.
 PERCENT_PREFIXES = ("voc.", "coco.", "pq.", "semantic.", "pseudo.mean_iou")
@@ -69,6 +78,20 @@ def reference_section(slots: dict[str, str], metrics_root: Path) -> tuple[str, l
     return "".join(lines), failures
 
 
+def same_runs(params: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(method, variant) → the variant whose run it is under ``params`` (a row that equals another is the same
+    run: :attr:`bench.methods.Producer.same_runs`)."""
+    found = {}
+    for name, producer in PRODUCERS.items():
+        for variant, rule in producer.same_runs.items():
+            node: Any = params
+            for part in rule.param.split("."):
+                node = node[part]
+            if node == rule.value:
+                found[(name, variant)] = rule.variant
+    return found
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     params_argument(parser)
     parser.add_argument("--specs", default=str(SPECS), help="folder of table specs")
@@ -81,18 +104,26 @@ def _handle(args: argparse.Namespace) -> int:
         p = ctx.params
         specs = load_specs(Path(args.specs))
         figures = load_figures(Path(args.specs))
-        sections: dict[str, Any] = {name: getattr(p, name) for name in
-                                    ("wsss", "bestie", "mdm", "point2mask", "jtsm", "segmentor")}
+        produced = {name: rows_of(name) for name, _ in PRODUCERS.items()}
+        errors = experiment_errors(specs, figures, produced)
+        if errors:
+            raise ValueError("table specs cite experiments no stage produces:\n  " + "\n  ".join(errors))
+        section_names = sorted({s for _, prod in PRODUCERS.items() for s in prod.sections})
+        sections: dict[str, Any] = {name: getattr(p, name) for name in section_names}
+        params_tree = p.model_dump(mode="json")
         slots = {"voc": p.data.voc.source, "coco": p.data.coco.source}
         render_ctx = RenderContext(
             profile=ctx.profile, slot_datasets=slots, seeds=list(p.report.seeds),
             commit=git_state().get("git.commit", "unknown")[:10], decimals=p.report.decimals,
             switches={k: switches_in_effect(v) for k, v in sections.items()}, metrics_root=Path(args.metrics),
-            params={name: section.model_dump(mode="json") for name, section in sections.items()},
+            params=params_tree, papers=papers(Path(args.specs)),
+            sections_of={name: prod.sections[0] for name, prod in PRODUCERS.items() if prod.sections},
+            runs=variant_runs(p.report.variants), same_runs=same_runs(params_tree),
+            external={(name, v): text for name, prod in PRODUCERS.items() for v, text in prod.external.items()},
         )
         out_root = Path(args.out)
         outcomes, figure_outcomes = [], []
-        for paper in PAPERS:
+        for paper in render_ctx.papers:
             with atomic_path(out_root / paper, directory=True) as tmp:
                 for spec in (s for s in specs if s.paper == paper):
                     outcome = render_table(spec, render_ctx)
@@ -110,9 +141,10 @@ def _handle(args: argparse.Namespace) -> int:
                 points = sweep_rows(spec, render_ctx)
                 stem = f"{spec.paper}_table{spec.table}"
                 (tmp / f"{stem}.csv").write_text(sweep_csv(points), encoding="utf-8")
-                plot_sweep(spec, points, tmp / f"{stem}.png")
+                plot_sweep(spec, points, tmp / f"{stem}.png", render_ctx.title(spec.paper))
             for shown in figure_outcomes:
-                plot_figure(shown, tmp / f"{shown.spec.paper}_figure{shown.spec.figure}.png")
+                plot_figure(shown, tmp / f"{shown.spec.paper}_figure{shown.spec.figure}.png",
+                            render_ctx.title(shown.spec.paper))
         reference_md, failures = reference_section(slots, Path(args.metrics))
         write_text(out_root / "index.md", render_index(outcomes, render_ctx, reference_md, figure_outcomes))
         write_text(out_root / "reference.md", "# Reference rows\n\n" + reference_md)
@@ -125,7 +157,7 @@ def _handle(args: argparse.Namespace) -> int:
         })
         ctx.run.log_artifact(out_root / "index.md")
         log.info("rendered %d tables (%s) into %s", len(outcomes),
-                 ", ".join(f"{PAPER_TITLES[p]}: {sum(o.spec.paper == p for o in outcomes)}" for p in PAPERS), out_root)
+                 ", ".join(f"{render_ctx.title(p)}: {sum(o.spec.paper == p for o in outcomes)}" for p in render_ctx.papers), out_root)
         if failures:
             raise ValueError("evaluation self-check failed (ground truth must score 100): " + "; ".join(failures))
     return 0

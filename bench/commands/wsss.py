@@ -37,6 +37,7 @@ from tqdm import tqdm
 from bench import predictions as P
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
 from bench.io import atomic_path, read_json, write_json, write_run_record
+from bench.methods import Producer, StageGroup, register
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage, seed_everything
@@ -321,5 +322,22 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
+_CODE = ("methods/wsss", "methods/backbones.py")
+_GROUPS = []
+for _slot in ("voc", "coco"):
+    _GROUPS.append(StageGroup(f"wsss-active-{_slot}", _slot, (), args="", row=ACTIVE, per_seed=False,
+                              deps=(f"data/points/{_slot}",), outs=(f"runs/{_slot}/wsss/{ACTIVE}",)))
+PRODUCER = register(Producer(
+    name="wsss", title="WSSS", sections=("wsss",), code=_CODE,
+    variants={name: f"{v.build.__name__.strip('_')} maps {v.options or ''}".strip() for name, v in VARIANTS.items()},
+    groups=(
+        *_GROUPS,
+        StageGroup("wsss-table4", "voc", ("points-partial", "points-partial-lab", "points-partial-rgb", "points-all"),
+                   deps=("data/points/voc",)),
+        StageGroup("wsss-image", "voc", ("cam", "pam")),
+        StageGroup("wsss-pam-ablation", "voc", tuple(n for n in VARIANTS if n.startswith("pam-")), per_seed=False),
+        StageGroup("wsss-oracle", "voc", ("oracle",), per_seed=False),
+        StageGroup("wsss-coco", "coco", ("points-partial", "cam", "pam"), deps=("data/points/coco",)),
+    )), __name__)
 COMMANDS.add("wsss", Command("semantic pseudo-maps of the training images (oracle, external, points-*, cam, pam)",
                              _configure, _handle))

@@ -17,7 +17,7 @@ from bench.config.schema import Params
 from bench.registry import Registry
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
-PROFILE_NAMES = ("embedded", "smoke", "voc", "coco")
+PROFILE_NAMES = ("embedded", "embedded-full", "smoke", "voc", "coco")
 
 
 class ParamsError(ValueError):
@@ -125,15 +125,40 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def render_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict[str, Any]:
-    """The full params of a profile: schema defaults (the embedded profile) overridden by ``<name>.yaml``."""
+#: ``report.variants: all`` in a profile: every variant of every registered stage group.
+ALL_VARIANTS = "all"
+
+
+def _profile_override(name: str, profiles_dir: Path) -> dict[str, Any]:
+    """``<name>.yaml``, on top of the profile its ``_BASE_`` names (if any), as detectron2's configs inherit."""
     if name not in PROFILE_NAMES:
         raise ParamsError(f"unknown profile {name!r}; allowed: {', '.join(PROFILE_NAMES)}")
-    path = profiles_dir / f"{name}.yaml"
-    override = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    override = yaml.safe_load((profiles_dir / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+    base = override.pop("_BASE_", None)
+    return _deep_merge(_profile_override(base, profiles_dir), override) if base else override
+
+
+def all_variants() -> dict[str, list[str]]:
+    """Every registered stage group with all its variants (what ``report.variants: all`` expands to)."""
+    from bench.commands import load_commands
+    from bench.methods import groups
+
+    load_commands()
+    return {group.name: list(group.variants) for _, group in groups() if group.variants}
+
+
+def render_profile(name: str, profiles_dir: Path = PROFILES_DIR) -> dict[str, Any]:
+    """The full params of a profile: schema defaults overridden by ``<name>.yaml`` (and the profile it inherits
+    with ``_BASE_``); ``report.variants: all`` expands to every variant of every stage group."""
+    override = _profile_override(name, profiles_dir)
+    everything = all_variants()
+    chosen = override.setdefault("report", {}).get("variants") or {}
+    # every stage group gets a list (dvc.yaml's matrices read them all): [] runs none of its variants
+    override["report"]["variants"] = everything if chosen == ALL_VARIANTS else \
+        {group: chosen.get(group, []) for group in everything} | chosen
     merged = _deep_merge(Params().model_dump(mode="json"), override)
     merged["profile"] = name
-    return validate_params(merged, source=str(path)).model_dump(mode="json")
+    return validate_params(merged, source=str(profiles_dir / f"{name}.yaml")).model_dump(mode="json")
 
 
 def dump_params(params: dict[str, Any]) -> str:

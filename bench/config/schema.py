@@ -511,74 +511,15 @@ class TrackingParams(Section):
 VariantName = Annotated[str, Field(min_length=1)]
 
 
-def _variant_list(default: list[str], description: str, *, of: tuple[str, ...]) -> Any:
-    """A field of :class:`RunVariants`: a non-empty list of variants of the commands ``of`` (the commands whose
-    stages run each name; bench/commands/params.py checks the names against their variant registries)."""
-    return Field(default=default, min_length=1, description=description, json_schema_extra={"variants_of": list(of)})
-
-
-class RunVariants(Section):
-    """The variants of each multi-row stage group that ``dvc repro`` runs: dvc.yaml's matrices of these stages
-    read the lists, so leaving a variant out skips its runs and shows its table rows as pending. Every name
-    must be a registered variant of the commands named in the field's ``variants_of`` (checked with the
-    params, bench/commands/params.py). The smoke profile runs a subset to keep the end-to-end test short."""
-
-    wsss_point_losses: list[VariantName] = _variant_list(
-        ["points-partial", "points-partial-lab", "points-partial-rgb", "points-all"],
-        "point-supervised WSSS with Point2Mask Table 4's semantic losses (stages wsss-table4, evaluate-wsss-table4); "
-        "points-partial is required: it is the maps of the point setting that BESTIE and P2Seg read", of=("wsss",))
-    bestie_image: list[VariantName] = _variant_list(
-        ["abl-cam", "abl-pam", "abl-pam-iag", "abl-pam-iag-refine", "abl-pam-refine", "iter-1", "iter-2", "pam-off"],
-        "BESTIE image-setting ablations (Tables 3, 5, 6, the no-PAM row of Table 8; Figure 6 reads abl-cam and "
-        "abl-pam-iag): stages bestie-ablation, evaluate-bestie-ablation", of=("bestie",))
-    bestie_pam: list[VariantName] = _variant_list(
-        ["pam-alpha-0.3", "pam-alpha-0.5", "pam-l4", "pam-l5", "pam-l4-l5", "pam-l5-l6", "pam-l4-l5-l6", "pam-l4-l6"],
-        "PAM controller α and PAM-layer rows (BESTIE Tables 7, 8): the peaks of each (stage wsss-pam-ablation) and "
-        "BESTIE trained on them (bestie-peaks, evaluate-bestie-peaks)", of=("wsss", "bestie"))
-    p2seg_ablation: list[VariantName] = _variant_list(
-        ["s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"],
-        "P2Seg Table 3's S2I / I2S ablation and the ResNet row of Tables 1 and 4 (stages p2seg-ablation, "
-        "evaluate-p2seg-variants)", of=("p2seg",))
-    p2seg_hard_pixel_ratio: list[VariantName] = _variant_list(
-        ["hpr-0.1", "hpr-0.2", "hpr-0.4", "hpr-0.8"],
-        "P2Seg Table 5's fixed-ratio sweep (stages p2seg-sweep, evaluate-p2seg-sweep); the default run reads "
-        "mdm.hard_pixel_ratio", of=("p2seg",))
-    p2seg_mask_rcnn: list[VariantName] = _variant_list(
-        ["hrnet", "resnet", "s2i", "bestie-s2i", "bestie-s2i-i2s"],
-        "P2Seg runs whose train pseudo labels fine-tune Mask R-CNN (Tables 1, 2, 4: hrnet, resnet; Table 3's rows "
-        "after the segmentor): stages segment-p2seg, evaluate-segment-p2seg", of=("p2seg",))
-
-    @model_validator(mode="after")
-    def _no_repeated_variant(self) -> "RunVariants":
-        for name in type(self).model_fields:
-            names = getattr(self, name)
-            repeated = sorted({v for v in names if names.count(v) > 1})
-            if repeated:
-                raise ValueError(f"{name}: {', '.join(repeated)} listed more than once (each names one dvc stage)")
-        return self
-
-    @model_validator(mode="after")
-    def _point_setting_maps_are_made(self) -> "RunVariants":
-        if "points-partial" not in self.wsss_point_losses:
-            raise ValueError("wsss_point_losses: must include points-partial (the maps BESTIE and P2Seg read)")
-        return self
-
-    @model_validator(mode="after")
-    def _segmented_p2seg_runs_are_run(self) -> "RunVariants":
-        """A P2Seg run can feed Mask R-CNN only if a stage runs it (its labels are that stage's output)."""
-        run = {"hrnet", "s2i-transfer", *self.p2seg_ablation, *self.p2seg_hard_pixel_ratio}
-        missing = [v for v in self.p2seg_mask_rcnn if v not in run]
-        if missing:
-            raise ValueError(f"p2seg_mask_rcnn: {', '.join(missing)} not run by any stage (hrnet, s2i-transfer, "
-                             "p2seg_ablation, p2seg_hard_pixel_ratio); add it to one of those lists")
-        return self
-
-
 class ReportParams(Section):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         default=[0], min_length=1, description="seeds each trained row runs with (mean ± std over them)"
     )
-    variants: RunVariants = RunVariants()
+    variants: dict[Annotated[str, Field(min_length=1)], list[VariantName]] = Field(
+        default_factory=dict,
+        description="stage group → the variants its dvc.yaml matrix runs (the groups are registered by the "
+                    "bench.commands modules, bench/methods.py; a group left out runs none of its variants). The "
+                    "profiles set them: embedded runs each table's headline rows, embedded-full every row")
     decimals: int = Field(default=1, ge=0, le=4, description="decimals printed in tables")
 
 
@@ -604,7 +545,7 @@ class PretrainParams(Section):
 
 
 class Params(Section):
-    profile: Literal["embedded", "smoke", "voc", "coco"] = "embedded"
+    profile: Literal["embedded", "embedded-full", "smoke", "voc", "coco"] = "embedded"
     data: DataParams = DataParams()
     points: PointsParams = PointsParams()
     wsss: WsssParams = WsssParams()

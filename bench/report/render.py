@@ -16,21 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.metrics import Aggregate, ExperimentResult, load_experiment
-from bench.report.specs import COUNT_KEYS, PAPER_FILES, SLOT_OF, Claim, Experiment, FigureSpec, Row, TableSpec, row_slot
-PAPER_TITLES = {"p2seg": "P2Seg", "point2mask": "Point2Mask", "bestie": "BESTIE", "jtsm": "JTSM"}
-#: Params section holding each reproducer's switches.
-SECTION_OF = {"p2seg": "mdm", "bestie": "bestie", "point2mask": "point2mask", "jtsm": "jtsm",
-              "wsss": "wsss", "segmentor": "segmentor"}
+from bench.report.specs import COUNT_KEYS, SLOT_OF, Claim, Experiment, FigureSpec, Paper, Row, TableSpec, row_slot
+
 SYNTHETIC_NOTE = (
     "> **Synthetic profile.** These numbers come from the embedded procedurally generated data, "
     "small networks and short schedules; they are **not comparable** to the paper's numbers. "
     "They test the mechanics and whether the paper's claims hold in direction. Use the `voc` / "
-    "`coco` profiles on real data to compare with the paper. Backbones: runs from commit eb3d155 on "
-    "start BESTIE's and P2Seg's backbones from the `pretrain` stage's synthetic image-classification "
-    "weights in place of ImageNet's (`backbone_init`, docs/pretrain.md), earlier runs from random "
-    "weights (each row's metrics file records its commit); WSSS networks and segmentors start from "
-    "random weights."
+    "`coco` profiles on real data to compare with the paper. BESTIE's and P2Seg's backbones start from "
+    "the `pretrain` stage's synthetic image-classification weights in place of ImageNet's "
+    "(`backbone_init`, docs/pretrain.md); WSSS networks and segmentors start from random weights."
 )
+#: The status of a row the active profile does not run.
+NOT_RUN = "not run in this profile: `bench params use embedded-full`"
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,25 @@ class RenderContext:
     switches: Mapping[str, list[str]]  # params section → "key = value (meaning)" lines
     metrics_root: Path
     params: Mapping[str, Any] = field(default_factory=dict)  # the validated params, as a nested dict
+    papers: Mapping[str, Paper] = field(default_factory=dict)  # paper id → its paper.yaml
+    sections_of: Mapping[str, str] = field(default_factory=dict)  # registered method → its params section
+    #: (slot, method) → the variants the active profile's stages write (bench.methods.variant_runs)
+    runs: Mapping[tuple[str, str], set[str]] = field(default_factory=dict)
+    #: (method, variant) → the run it is the same as, under these params (bench.methods.Producer.same_runs)
+    same_runs: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: (method, variant) → the input a user must supply to run it (bench.methods.Producer.external)
+    external: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def title(self, paper: str) -> str:
+        return self.papers[paper].name if paper in self.papers else paper
+
+    def run_by_profile(self, slot: str, experiment: Experiment) -> bool | None:
+        """Whether the active profile runs ``experiment`` on ``slot``; None when its method is not registered
+        (its implementation is pending)."""
+        if experiment.method not in self.sections_of:
+            return None
+        return experiment.variant in self.runs.get((slot, experiment.method), set()) or \
+            (experiment.method, experiment.variant) in self.same_runs
 
     def param(self, dotted: str) -> Any:
         """The value of a dotted params path (``mdm.hard_pixel_ratio``); KeyError names the path."""
@@ -78,6 +94,8 @@ class RowResults:
 
     row: Row
     results: dict[str, ExperimentResult | None]  # experiment name → its seeds' metrics (None: not run)
+    not_run: frozenset[str] = frozenset()  # experiments the active profile does not run
+    external: Mapping[str, str] = field(default_factory=dict)  # experiment → the input a user must supply
 
     def aggregate(self, key: str) -> Aggregate | None:
         source = self.row.source(key)
@@ -96,16 +114,31 @@ class RowResults:
         missing = [name for name, result in self.results.items() if result is None]
         if not missing:
             return "reproduced"
+        if set(missing) <= set(self.external):
+            return "needs external input: " + "; ".join(self.external[name] for name in missing)
+        if set(missing) <= self.not_run:
+            return NOT_RUN
+        pending = [name for name in missing if name not in self.not_run]
         if len(missing) == len(self.results):
-            return f"pending ({', '.join(missing)})"
-        return f"partial (pending: {', '.join(missing)})"
+            return f"pending ({', '.join(pending)})"
+        return f"partial (pending: {', '.join(pending)})"
+
+
+def load_row_experiment(slot: str, experiment: Experiment, ctx: RenderContext) -> ExperimentResult | None:
+    """The metrics of an experiment; of the run it is the same as, when the params make it one (P2Seg's
+    ``hpr-0.2`` is the default run ``hrnet`` while ``mdm.hard_pixel_ratio`` is 0.2)."""
+    variant = ctx.same_runs.get((experiment.method, experiment.variant), experiment.variant)
+    return load_experiment(slot, experiment.method, variant, ctx.metrics_root)
 
 
 def row_results(spec: TableSpec, row: Row, ctx: RenderContext) -> RowResults:
     """Load the metrics of every experiment behind ``row``'s cells."""
     sources = row.sources([c.key for c in spec.columns])
-    return RowResults(row, {e.name: load_experiment(row_slot(spec, e), e.method, e.variant, ctx.metrics_root)
-                            for e in sources})
+    results = {e.name: load_row_experiment(row_slot(spec, e), e, ctx) for e in sources}
+    not_run = frozenset(e.name for e in sources if results[e.name] is None
+                        and ctx.run_by_profile(row_slot(spec, e), e) is False)
+    external = {e.name: ctx.external[(e.method, e.variant)] for e in sources if (e.method, e.variant) in ctx.external}
+    return RowResults(row, results, not_run, external)
 
 
 _OPS: dict[str, Callable[[float, float, float], bool]] = {
@@ -144,14 +177,14 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
                    or {SLOT_OF[spec.reproduced_on]})
     commits = set().union(*(res.commits for res in results.values()))
     out = io.StringIO()
-    title = PAPER_TITLES[spec.paper]
+    title = ctx.title(spec.paper)
     out.write(f"# {title} — Table {spec.table}\n\n*{spec.caption}*\n\n")
-    out.write(f"- Paper: {spec.paper_dataset} (paper text: `shared/papers/{PAPER_FILES[spec.paper]}`)\n")
-    out.write(f"- Reproduced on: " + ", ".join(f"slot `{s}` = `{ctx.slot_datasets.get(s, '?')}`" for s in slots)
+    out.write(f"- Paper: {_citation(spec.paper, ctx)} · {spec.paper_dataset}\n")
+    out.write("- Reproduced on: " + ", ".join(f"slot `{s}` = `{ctx.slot_datasets.get(s, '?')}`" for s in slots)
               + f" · profile `{ctx.profile}` · seeds {ctx.seeds}\n")
     out.write(f"- Rendered at commit `{ctx.commit}`; metrics from commit(s) "
               + (", ".join(f"`{c}`" for c in sorted(commits)) or "–") + "\n\n")
-    if ctx.profile in ("embedded", "smoke"):
+    if ctx.profile.startswith("embedded") or ctx.profile == "smoke":
         out.write(SYNTHETIC_NOTE + "\n\n")
     header = ["Row"] + [d for d in _detail_keys(spec)]
     for col in spec.columns:
@@ -163,7 +196,7 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
         result = results[row.id]
         status = result.status
         reproduced += status == "reproduced"
-        pending += status.startswith(("pending", "partial"))
+        pending += status.startswith(("pending", "partial", "not run", "needs"))
         label = f"{row.group} · {row.label}" if row.group else row.label
         if spec.sweep is not None and spec.sweep.current_row == row.id:
             label += f" (`{spec.sweep.current_param}` = {ctx.param(spec.sweep.current_param)})"
@@ -193,14 +226,18 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
             claims.append((claim, on_paper, on_ours))
             out.write(f"| {claim.text} | {on_paper} | {on_ours} |\n")
     notes = list(spec.notes)
-    for section in sorted({SECTION_OF[r.reproduce.method] for r in spec.rows
-                           if isinstance(r.reproduce, Experiment) and r.reproduce.method in SECTION_OF}):
+    for section in sorted({ctx.sections_of[r.reproduce.method] for r in spec.rows
+                           if isinstance(r.reproduce, Experiment) and ctx.sections_of.get(r.reproduce.method)}):
         lines = ctx.switches.get(section, [])
         notes.append(f"Paper-vs-release switches in effect (`{section}`): "
                      + ("; ".join(lines) if lines else "none declared yet for this component."))
     if notes:
         out.write("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
     return TableOutcome(spec, out.getvalue(), len(spec.rows), reproduced, pending, claims)
+
+
+def _citation(paper: str, ctx: RenderContext) -> str:
+    return ctx.papers[paper].citation if paper in ctx.papers else paper
 
 
 def _detail_keys(spec: TableSpec) -> list[str]:
@@ -237,7 +274,7 @@ def sweep_csv(points: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path) -> None:
+def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path, title: str) -> None:
     """PNG: the paper's curve and the reproduced points (mean ± std) against the swept parameter."""
     import matplotlib
 
@@ -267,7 +304,7 @@ def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path) -> Non
         ax_ours.legend(loc="lower right", fontsize=7)
     else:
         ax_ours.text(0.5, 0.5, "reproduction pending", transform=ax_ours.transAxes, ha="center", color="gray")
-    ax_paper.set_title(f"{PAPER_TITLES[spec.paper]} Table {spec.table}", fontsize=10)
+    ax_paper.set_title(f"{title} Table {spec.table}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -289,7 +326,7 @@ def figure_curves(spec: FigureSpec, ctx: RenderContext) -> dict[str, list[tuple[
     curves = {}
     for series in spec.series:
         e = series.reproduce
-        result = load_experiment(SLOT_OF[e.dataset or spec.reproduced_on], e.method, e.variant, ctx.metrics_root)
+        result = load_row_experiment(SLOT_OF[e.dataset or spec.reproduced_on], e, ctx)
         curves[series.label] = result.curve(spec.metric) if result is not None else []
     return curves
 
@@ -298,15 +335,15 @@ def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutc
     """Markdown of a figure: what the paper shows, the reproduced curves as a step × series table
     (mean ± std over seeds), the plot (``plot``: its path relative to the markdown) and the notes."""
     curves = figure_curves(spec, ctx)
-    title = PAPER_TITLES[spec.paper]
+    title = ctx.title(spec.paper)
     out = io.StringIO()
     out.write(f"# {title} — Figure {spec.figure}\n\n*{spec.caption}*\n\n")
-    out.write(f"- Paper: {spec.paper_dataset} (paper text: `shared/papers/{PAPER_FILES[spec.paper]}`)\n")
+    out.write(f"- Paper: {_citation(spec.paper, ctx)} · {spec.paper_dataset}\n")
     out.write(f"- Reproduced on: slot `{SLOT_OF[spec.reproduced_on]}` = "
               f"`{ctx.slot_datasets.get(SLOT_OF[spec.reproduced_on], '?')}` · profile `{ctx.profile}` · "
               f"seeds {ctx.seeds} · rendered at commit `{ctx.commit}`\n")
     out.write(f"- Metric: `{spec.metric}` ({spec.y_label}) against {spec.x_label}\n\n")
-    if ctx.profile in ("embedded", "smoke"):
+    if ctx.profile.startswith("embedded") or ctx.profile == "smoke":
         out.write(SYNTHETIC_NOTE + "\n\n")
     out.write(f"**The paper's figure:** {spec.reported}\n\n")
     steps = sorted({step for c in curves.values() for step, _ in c})
@@ -324,7 +361,7 @@ def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutc
     return FigureOutcome(spec, out.getvalue(), curves)
 
 
-def plot_figure(outcome: FigureOutcome, path: Path) -> None:
+def plot_figure(outcome: FigureOutcome, path: Path, title: str) -> None:
     """PNG: each series' reproduced curve (mean ± std over seeds) against the training step."""
     import matplotlib
 
@@ -343,7 +380,7 @@ def plot_figure(outcome: FigureOutcome, path: Path) -> None:
         ax.text(0.5, 0.5, "reproduction pending", transform=ax.transAxes, ha="center", color="gray")
     ax.set_xlabel(spec.x_label)
     ax.set_ylabel(spec.y_label)
-    ax.set_title(f"{PAPER_TITLES[spec.paper]} Figure {spec.figure} (reproduced)", fontsize=10)
+    ax.set_title(f"{title} Figure {spec.figure} (reproduced)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -372,19 +409,19 @@ def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md:
         s = t.spec
         c = [o for _, _, o in t.claims]
         caption = s.caption if len(s.caption) <= 70 else s.caption[:67] + "…"
-        out.write(f"| {PAPER_TITLES[s.paper]} | [{s.table}]({s.paper}/table{s.table}.md) | {caption} | "
+        out.write(f"| {ctx.title(s.paper)} | [{s.table}]({s.paper}/table{s.table}.md) | {caption} | "
                   f"{t.rows_total} | {t.rows_reproduced} | {t.rows_pending} | "
                   f"{c.count('held')} / {c.count('not held')} / {c.count('pending')} |\n")
     if figures:
         out.write("\n## Figures\n\n| Paper | Figure | Caption | Series | Reproduced |\n|---|---|---|---|---|\n")
         for f in figures:
             s = f.spec
-            out.write(f"| {PAPER_TITLES[s.paper]} | [{s.figure}]({s.paper}/figure{s.figure}.md) | {s.caption} | "
+            out.write(f"| {ctx.title(s.paper)} | [{s.figure}]({s.paper}/figure{s.figure}.md) | {s.caption} | "
                       f"{len(s.series)} | {f.series_reproduced} |\n")
     not_held_claims = [(t.spec, cl) for t in outcomes for cl, _, o in t.claims if o == "not held"]
     if not_held_claims:
         out.write("\n## Claims that do not hold on this profile\n\n")
         for spec, cl in not_held_claims:
-            out.write(f"- {PAPER_TITLES[spec.paper]} Table {spec.table}: {cl.text}\n")
+            out.write(f"- {ctx.title(spec.paper)} Table {spec.table}: {cl.text}\n")
     out.write("\n" + reference_md)
     return out.getvalue()

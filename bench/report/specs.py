@@ -4,26 +4,21 @@ and the figures that plot a metric over training (``figure<N>.yaml``).
 A spec holds the paper's reported numbers verbatim, the experiment that reproduces each
 row (or ``reported-only`` for methods outside the four), and the paper's qualitative
 claims as comparisons between rows. Tables are rendered only from specs + metrics files.
+Each paper's folder holds ``paper.yaml`` (its name, title, arXiv id and the file name of its text).
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PAPERS = ("p2seg", "point2mask", "bestie", "jtsm")
-PAPER_FILES = {
-    "p2seg": "000_b325cd590f7f7e35.txt",
-    "point2mask": "001_55241044c8451b24.txt",
-    "bestie": "002_b4ab4560acbf480a.txt",
-    "jtsm": "003_8c15ab31db3b794f.txt",
-}
-#: Harness components that can reproduce a row: the four methods plus the shared stages.
-REPRODUCERS = ("p2seg", "bestie", "point2mask", "jtsm", "wsss", "segmentor", "reference")
+#: A paper's folder name under reports/specs/ (its id in specs, run folders and reports).
+PaperId = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
 #: Metric keys a column may name (values in percent, counts as numbers); see docs/formats.md.
 METRIC_KEYS = (
     *(f"voc.mAP{t}" for t in (25, 50, 70, 75)),
@@ -56,10 +51,39 @@ class Column(_Strict):
         return self
 
 
-class Experiment(_Strict):
-    """The harness experiment that reproduces a row: ``<method>/<variant>`` on the table's dataset."""
+class Paper(_Strict):
+    """``reports/specs/<paper>/paper.yaml``: what the reports call the paper and where its text is."""
 
-    method: Literal[REPRODUCERS]  # type: ignore[valid-type]
+    name: str = Field(description="short name printed in the reports (BESTIE)")
+    title: str
+    authors: str
+    arxiv: str | None = Field(default=None, pattern=r"^[0-9]{4}\.[0-9]{4,5}$")
+    text: str = Field(description="file name of the paper's text (the folder: WSIS_PAPERS_DIR, tests/test_specs.py)")
+    order: int = Field(ge=0, description="position in the reports")
+
+    @property
+    def citation(self) -> str:
+        arxiv = f", arXiv:{self.arxiv}" if self.arxiv else ""
+        return f"{self.name}: \"{self.title}\" ({self.authors}{arxiv})"
+
+
+@cache
+def papers(root: Path) -> dict[str, Paper]:
+    """Every paper with specs under ``root``, in report order (``paper.yaml`` of each folder)."""
+    found = {}
+    for path in sorted(root.glob("*/paper.yaml")):
+        try:
+            found[path.parent.name] = Paper.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            raise SpecError(f"{path}: {exc}") from exc
+    return dict(sorted(found.items(), key=lambda item: item[1].order))
+
+
+class Experiment(_Strict):
+    """The harness experiment that reproduces a row: ``<method>/<variant>`` on the table's dataset; the method
+    is a registered producer (bench/methods.py) or, pending its implementation, the table's own paper."""
+
+    method: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     variant: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     dataset: Literal[EMBEDDED_DATASETS] | None = Field(  # type: ignore[valid-type]
         default=None, description="overrides the table's reproduced_on for this row"
@@ -133,7 +157,7 @@ class Sweep(_Strict):
 
 
 class TableSpec(_Strict):
-    paper: Literal[PAPERS]  # type: ignore[valid-type]
+    paper: str = PaperId
     table: str = Field(pattern=r"^[0-9]+$", description="table number as in the paper")
     caption: str
     paper_dataset: str
@@ -199,7 +223,7 @@ class FigureSpec(_Strict):
     The paper's curves are not in its text, so ``reported`` says in words what the figure shows;
     the reproduced curves (mean ± std over seeds per step) are tabulated and plotted."""
 
-    paper: Literal[PAPERS]  # type: ignore[valid-type]
+    paper: str = PaperId
     figure: str = Field(pattern=r"^[0-9]+$", description="figure number as in the paper")
     caption: str
     paper_dataset: str
@@ -241,6 +265,8 @@ def _load(path: Path, model: type[_Spec], kind: str, number: str) -> _Spec:
     expected = f"{kind}{n}.yaml"
     if path.name != expected or path.parent.name != spec.paper:
         raise SpecError(f"{path}: a spec of {spec.paper} {kind} {n} must live at {spec.paper}/{expected}")
+    if spec.paper not in papers(path.parent.parent):
+        raise SpecError(f"{path}: no {path.parent / 'paper.yaml'} (name, title, authors, arxiv, text, order)")
     return spec
 
 
@@ -257,13 +283,15 @@ def load_figure(path: Path) -> FigureSpec:
 def load_figures(root: Path) -> list[FigureSpec]:
     """Every figure spec under ``root`` (``<paper>/figure<N>.yaml``), sorted by paper then number."""
     specs = [load_figure(p) for p in sorted(root.glob("*/figure*.yaml"))]
-    return sorted(specs, key=lambda s: (PAPERS.index(s.paper), int(s.figure)))
+    order = list(papers(root))
+    return sorted(specs, key=lambda s: (order.index(s.paper), int(s.figure)))
 
 
 def load_specs(root: Path) -> list[TableSpec]:
     """Every spec under ``root`` (``<paper>/table<N>.yaml``), sorted by paper then table number."""
     specs = [load_spec(p) for p in sorted(root.glob("*/table*.yaml"))]
-    return sorted(specs, key=lambda s: (PAPERS.index(s.paper), int(s.table)))
+    order = list(papers(root))
+    return sorted(specs, key=lambda s: (order.index(s.paper), int(s.table)))
 
 
 def row_slot(spec: TableSpec, experiment: Experiment) -> str:
@@ -281,3 +309,23 @@ def rows_fed_by(specs: list[TableSpec], *, slot: str, method: str, variant: str)
         if any((e.method, e.variant) == (method, variant) and row_slot(spec, e) == slot
                for e in row.sources([c.key for c in spec.columns]))
     ]
+
+
+def experiment_errors(specs: list[TableSpec], figures: list[FigureSpec], produced: dict[str, set[str]]) -> list[str]:
+    """Every row, column source and figure series whose experiment no stage can produce: ``produced`` maps a
+    registered producer to the variants its stage groups write (bench.methods.rows_of). A method that is not
+    registered may only be one of the papers with specs (its implementation pending); anything else is a typo."""
+    pending = {spec.paper for spec in [*specs, *figures]} - set(produced)
+    errors = []
+    cited = [(spec.name, row.id, e) for spec in specs for row in spec.rows
+             for e in row.sources([c.key for c in spec.columns])]
+    cited += [(spec.name, series.label, series.reproduce) for spec in figures for series in spec.series]
+    for name, where, experiment in cited:
+        if experiment.method in produced:
+            if experiment.variant not in produced[experiment.method]:
+                errors.append(f"{name} {where}: {experiment.name} is not a row any stage group of "
+                              f"{experiment.method} writes (bench/commands/*: StageGroup)")
+        elif experiment.method not in pending:
+            errors.append(f"{name} {where}: {experiment.method!r} is neither a registered method "
+                          f"({', '.join(sorted(produced))}) nor a paper whose method is pending")
+    return errors

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +28,23 @@ log = logging.getLogger("bench")
 
 @dataclass(frozen=True)
 class StageInfo:
-    """A stage kind of the pipeline and the params sections (or dotted keys) it reads."""
+    """A stage kind of the pipeline and the params sections (or dotted keys) it reads: ``fixed`` ones, and
+    those ``more`` names once every module has registered (the report reads every method's section)."""
 
     name: str
-    sections: tuple[str, ...]
+    fixed: tuple[str, ...]
+    more: Callable[[], tuple[str, ...]] | None = None
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return self.fixed + (self.more() if self.more else ())
 
 
 STAGES: Registry[StageInfo] = Registry("stage")
 
 
-def declare_stage(name: str, *sections: str) -> StageInfo:
-    info = StageInfo(name, ("profile", *sections))
+def declare_stage(name: str, *sections: str, more: Callable[[], tuple[str, ...]] | None = None) -> StageInfo:
+    info = StageInfo(name, ("profile", *sections), more)
     STAGES.add(name, info)
     return info
 
