@@ -5,26 +5,32 @@ the table rows a run feeds, git commit and dirty flag, DVC stage and experiment 
 host and device. Params are flattened (``mdm.hard_pixel_ratio``). An exception ends the
 run FAILED with the error as a tag.
 
+A stage never waits for MLflow (its import and connection alone take seconds): it records its run in
+a local buffer, ``<repo root>/.mlflow-buffer/<run>.json`` (+ the artifacts beside it), written when the
+stage ends. :func:`flush` sends buffered runs to the store with their original timestamps and removes each
+once it is stored; the ``report`` stage flushes at the end of every ``dvc repro``, and ``bench tracking
+flush`` does by hand. A run that cannot be sent stays buffered: none is lost.
+
 The default store is ``sqlite:///<repo root>/mlflow.db``; ``MLFLOW_TRACKING_URI``
 overrides it (a team server). Under ``dvc exp run --queue`` stages run in a temporary
 copy of the repo; DVC passes the real root in ``DVC_ROOT``, so queued runs land in the
-same store. Concurrent stages serialise store creation with a file lock and retry writes
-that hit SQLite's lock.
+same buffer and store. Concurrent flushes claim each buffered run by an atomic rename,
+serialise store creation with a file lock and retry writes that hit SQLite's lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,112 +111,114 @@ def _with_retry(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-class Run:
-    """The MLflow run of one stage execution.
+def buffer_dir() -> Path:
+    """Where stages record their runs until :func:`flush` sends them (git-ignored)."""
+    return repo_root() / ".mlflow-buffer"
 
-    Connecting to MLflow (its import alone takes seconds) happens in a background thread
-    while the stage works; what the stage logs before the connection is ready is buffered
-    with its original timestamps and written as soon as it is. Inactive when tracking is off.
-    """
+
+class Run:
+    """The MLflow run of one stage execution, recorded locally (:func:`buffer_dir`) and sent by :func:`flush`.
+    Inactive when tracking is off."""
 
     def __init__(self, *, active: bool, experiment: str = "", run_name: str = "",
                  params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None) -> None:
         self.active = active
-        self.run_id: str | None = None
-        self._client: Any = None
-        self._pending: list[tuple[str, Any]] = []
-        self._lock = threading.Lock()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        if active:
-            self._start_ms = int(time.time() * 1000)
-            self._thread = threading.Thread(
-                target=self._connect, args=(experiment, run_name, dict(params or {}), dict(tags or {})), daemon=True
-            )
-            self._thread.start()
+        self.key = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        self.record: dict[str, Any] = {
+            "experiment": experiment, "run_name": run_name, "start_ms": int(time.time() * 1000),
+            "params": {k: str(v)[:6000] for k, v in (params or {}).items()},
+            "tags": {k: str(v) for k, v in (tags or {}).items()}, "metrics": [], "artifacts": [],
+        }
 
-    def _connect(self, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, Any]) -> None:
-        try:
-            from mlflow.entities import Param, RunTag
-            from mlflow.tracking import MlflowClient
-
-            logging.getLogger("alembic").setLevel(logging.WARNING)
-            with _store_lock():  # the first client of a new SQLite store creates its tables
-                client = MlflowClient(tracking_uri=tracking_uri())
-                exp = _with_retry(lambda: client.get_experiment_by_name(experiment))
-                exp_id = exp.experiment_id if exp else _with_retry(
-                    lambda: client.create_experiment(experiment, artifact_location=_artifact_location(experiment)))
-                run = _with_retry(lambda: client.create_run(exp_id, start_time=self._start_ms,
-                                                            tags={"mlflow.runName": run_name}, run_name=run_name))
-            self.run_id = run.info.run_id
-            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-            for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-                chunk = items[start : start + 100]
-                _with_retry(lambda chunk=chunk: client.log_batch(self.run_id, params=chunk))
-            tag_list = [RunTag(k, str(v)) for k, v in tags.items()]
-            _with_retry(lambda: client.log_batch(self.run_id, tags=tag_list))
-            with self._lock:
-                self._client = client
-            self._flush()
-        except BaseException as exc:  # reported by finish()
-            self._error = exc
-
-    def _flush(self) -> None:
-        with self._lock:
-            if self._client is None:
-                return
-            pending, self._pending = self._pending, []
-        from mlflow.entities import Metric, RunTag
-
-        metrics = [Metric(*item) for kind, item in pending if kind == "metric"]
-        tags = [RunTag(*item) for kind, item in pending if kind == "tag"]
-        for start in range(0, len(metrics), 1000):
-            chunk = metrics[start : start + 1000]
-            _with_retry(lambda chunk=chunk: self._client.log_batch(self.run_id, metrics=chunk))
-        if tags:
-            _with_retry(lambda: self._client.log_batch(self.run_id, tags=tags))
-        for kind, item in pending:
-            if kind == "artifact":
-                path, subdir = item
-                _with_retry(lambda: self._client.log_artifact(self.run_id, str(path), artifact_path=subdir))
-
-    def _queue(self, kind: str, item: Any) -> None:
-        if not self.active:
-            return
-        with self._lock:
-            self._pending.append((kind, item))
-            ready = self._client is not None
-        if ready:
-            self._flush()
+    @property
+    def _artifacts(self) -> Path:
+        return buffer_dir() / f"{self.key}.artifacts"
 
     def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        if not self.active:
+            return
         now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            if value is not None:
-                self._queue("metric", (key.replace("@", "_"), float(value), now, step or 0))
+        self.record["metrics"] += [[key.replace("@", "_"), float(value), now, step or 0]
+                                   for key, value in metrics.items() if value is not None]
 
     def log_artifact(self, path: Path, *, subdir: str | None = None) -> None:
         """Log a file; it is copied at once (the stage may replace it later)."""
         if not self.active:
             return
-        staged = Path(tempfile.mkdtemp(prefix="mlflow-artifact-")) / Path(path).name
+        staged = self._artifacts / str(len(self.record["artifacts"])) / Path(path).name
+        staged.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, staged)
-        self._queue("artifact", (staged, subdir))
+        self.record["artifacts"].append([str(staged.relative_to(buffer_dir())), subdir])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        for key, value in tags.items():
-            self._queue("tag", (key, str(value)))
+        if self.active:
+            self.record["tags"].update({k: str(v) for k, v in tags.items()})
 
     def finish(self, status: str) -> None:
-        """Wait for the connection, write everything buffered, and end the run with ``status``."""
-        if not self.active or self._thread is None:
+        """Write the run to the buffer (atomically: a half-written run is never sent)."""
+        if not self.active:
             return
-        self._thread.join()
-        if self._error is not None:
-            raise RuntimeError(f"MLflow tracking at {tracking_uri()} failed: {self._error}") from self._error
-        self._flush()
-        _with_retry(lambda: self._client.set_terminated(self.run_id, status=status,
-                                                        end_time=int(time.time() * 1000)))
+        self.record.update(status=status, end_ms=int(time.time() * 1000))
+        path = buffer_dir() / f"{self.key}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.record), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def buffered_runs() -> list[Path]:
+    return sorted(buffer_dir().glob("*.json"))
+
+
+def flush() -> tuple[int, list[str]]:
+    """Send every buffered run to the tracking store; returns how many were stored and the errors of those
+    that stay buffered (a later flush retries them)."""
+    pending = buffered_runs()
+    if not pending:
+        return 0, []
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with _store_lock():  # the first client of a new SQLite store creates its tables
+        client = MlflowClient(tracking_uri=tracking_uri())
+    sent, errors = 0, []
+    experiments: dict[str, str] = {}
+    for path in pending:
+        claimed = path.with_suffix(".sending")
+        try:
+            os.replace(path, claimed)  # another flush got it first
+        except FileNotFoundError:
+            continue
+        try:
+            record = json.loads(claimed.read_text(encoding="utf-8"))
+            name = record["experiment"]
+            if name not in experiments:
+                exp = _with_retry(lambda: client.get_experiment_by_name(name))
+                experiments[name] = exp.experiment_id if exp else _with_retry(
+                    lambda: client.create_experiment(name, artifact_location=_artifact_location(name)))
+            run = _with_retry(lambda: client.create_run(experiments[name], start_time=record["start_ms"],
+                                                        tags={"mlflow.runName": record["run_name"]},
+                                                        run_name=record["run_name"]))
+            run_id = run.info.run_id
+            params = [Param(k, v) for k, v in record["params"].items()]
+            for start in range(0, len(params), 100):  # MLflow caps a batch at 100 params
+                _with_retry(lambda chunk=params[start:start + 100]: client.log_batch(run_id, params=chunk))
+            _with_retry(lambda: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in record["tags"].items()]))
+            metrics = [Metric(*m) for m in record["metrics"]]
+            for start in range(0, len(metrics), 1000):
+                _with_retry(lambda chunk=metrics[start:start + 1000]: client.log_batch(run_id, metrics=chunk))
+            for staged, subdir in record["artifacts"]:
+                _with_retry(lambda: client.log_artifact(run_id, str(buffer_dir() / staged), artifact_path=subdir))
+            _with_retry(lambda: client.set_terminated(run_id, status=record["status"], end_time=record["end_ms"]))
+        except Exception as exc:  # stays buffered for the next flush
+            os.replace(claimed, path)
+            errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
+            continue
+        claimed.unlink()
+        shutil.rmtree(buffer_dir() / f"{path.stem}.artifacts", ignore_errors=True)
+        sent += 1
+    return sent, errors
 
 
 @contextlib.contextmanager

@@ -92,6 +92,19 @@ def same_runs(params: dict[str, Any]) -> dict[tuple[str, str], str]:
     return found
 
 
+def _flush_tracking() -> None:
+    """The report is the last stage of ``dvc repro``: send the runs every stage buffered to MLflow (a run that
+    cannot be sent stays buffered for ``bench tracking flush``; the report does not fail for it)."""
+    from bench.tracking import buffered_runs, flush, tracking_uri
+
+    if not buffered_runs():
+        return
+    sent, errors = flush()
+    log.info("tracking: %d run(s) sent to %s", sent, tracking_uri())
+    for error in errors:
+        log.warning("tracking: still buffered (retry with `bench tracking flush`): %s", error)
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     params_argument(parser)
     parser.add_argument("--specs", default=str(SPECS), help="folder of table specs")
@@ -160,6 +173,7 @@ def _handle(args: argparse.Namespace) -> int:
                  ", ".join(f"{render_ctx.title(p)}: {sum(o.spec.paper == p for o in outcomes)}" for p in render_ctx.papers), out_root)
         if failures:
             raise ValueError("evaluation self-check failed (ground truth must score 100): " + "; ".join(failures))
+    _flush_tracking()
     return 0
 
 
