@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from methods.bestie.train import (BestieConfig, annotated_instances, clean_probabilities, infer_instances,
+from method_configs import bestie_config
+from methods.bestie.train import (annotated_instances, clean_probabilities, infer_instances,
                                   predict_outputs)
 
 THINGS = [1, 2]  # semantic indices of the thing classes; 0 = background
-CONFIG = BestieConfig(supervision="points", min_area=1, nms_kernel=3, cluster=None, val_clean=True)
+CONFIG = bestie_config(supervision="points", flip_tta=False, min_area=1, nms_kernel=3, cluster=None, val_clean=True)
 
 
 def _outputs(prob: np.ndarray) -> dict[str, np.ndarray]:

@@ -168,3 +168,29 @@ def run_failing(cmd: list[str], cwd: Path) -> str:
     result = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True)
     assert result.returncode != 0, f"{' '.join(cmd)} should fail"
     return result.stdout + result.stderr
+
+
+def test_a_method_config_takes_every_field_of_its_params_section_of_the_same_name():
+    """One source of truth: the configs have no defaults of their own for what the params set."""
+    import dataclasses
+
+    from bench.bestie_family import make_config
+    from bench.commands.p2seg import VARIANTS, make_p2seg_config
+    from bench.config.schema import BestieParams, MdmParams, Params
+    from methods.bestie.train import BestieConfig
+    from methods.p2seg.train import P2SegConfig
+
+    params = Params(bestie=BestieParams(min_area=7, iterations=33, decoder_channels=24, score="class"),
+                    mdm=MdmParams(embed_dim=12, beta=3.0, stages=2))
+    bestie = make_config(params.bestie, "points", 0, {})
+    derived = {"out_indices", "cluster", "hard_pixel_ratio", "flip_tta"}  # the section's values in another form
+    for field in dataclasses.fields(BestieConfig):
+        if field.name in BestieParams.model_fields and field.name not in derived:
+            assert getattr(bestie, field.name) == getattr(params.bestie, field.name), field.name
+    assert (bestie.min_area, bestie.iterations, bestie.decoder_channels) == (7, 33, 24)
+    p2seg = make_p2seg_config(params, VARIANTS.get("hrnet"), 0)
+    for field in dataclasses.fields(P2SegConfig):
+        if field.name in MdmParams.model_fields and field.name != "affinity_normalize":
+            assert getattr(p2seg, field.name) == getattr(params.mdm, field.name), field.name
+    required = [f.name for f in dataclasses.fields(BestieConfig) if f.default is dataclasses.MISSING]
+    assert "min_area" in required and "iterations" in required  # no second set of defaults

@@ -96,13 +96,9 @@ def make_p2seg_config(params: Any, variant: Variant, seed: int, *, slot: str = "
         hard_pixel_ratio=ratio, refined_offset_target="center",  # Eq. 2: offsets point to the annotated points
         loss_weights=LossWeights(center=params.bestie.lambda_center, offset=m.lambda_offset,
                                  semantic=m.lambda_semantic))
-    config = P2SegConfig(
-        bestie=bestie, single_point_target=m.single_point_target, default_box=m.default_box,
-        default_box_in_training=m.default_box_in_training, export_box_score=m.export_box_score,
-        lambda_i2s=m.lambda_i2s, embed_dim=m.embed_dim, affinity_pool=m.affinity_pool, affinity_loss=m.affinity_loss,
-        affinity_background=m.affinity_background, chunk_size=m.chunk_size, max_pairs=m.max_pairs, beta=m.beta,
-        affinity_normalize=None if m.affinity_normalize == "none" else m.affinity_normalize, stages=m.stages,
-        semantic_from_affinity=m.semantic_from_affinity, export_semantic=m.export_semantic)
+    shared = {f.name: getattr(m, f.name) for f in dataclasses.fields(P2SegConfig) if f.name in type(m).model_fields}
+    config = P2SegConfig(**{**shared, "bestie": bestie,
+                            "affinity_normalize": None if m.affinity_normalize == "none" else m.affinity_normalize})
     return dataclasses.replace(config, **variant.options)
 
 

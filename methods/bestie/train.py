@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, get_args
 
@@ -44,58 +44,62 @@ __all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "Checkpointing",
 
 @dataclass(frozen=True)
 class BestieConfig:
-    """Hyper-parameters (paper values unless noted; the stage fills them from ``params.yaml``)."""
+    """BESTIE's hyper-parameters. The pipeline builds it from the validated ``bestie`` params section (the one
+    place their defaults and documentation live: bench/config/schema.py, ``BestieParams``) by copying every
+    field of the same name (bench/bestie_family.py ``make_config``); the fields below it derives are the
+    section's in another form (``cluster`` from ``cluster_*``, ``loss_weights`` from ``lambda_*``, ...). Only
+    the run's own settings have defaults here."""
 
-    supervision: Literal["points", "image"] = "points"
     # network
-    backbone: str = "resnet18"
-    out_indices: tuple[int, ...] = (1, 2, 3)
-    decoder: str = "fuse"  # methods.bestie.model.DECODERS: release HRNet path (fuse) / ResNet path (panoptic-deeplab)
-    decoder_channels: int = 64
-    head_channels: int = 64
-    backbone_weights: str | None = None  # a local checkpoint of the backbone (None: random weights)
+    backbone: str
+    out_indices: tuple[int, ...]
+    decoder: str  # methods.bestie.model.DECODERS: release HRNet path (fuse) / ResNet path (panoptic-deeplab)
+    decoder_channels: int
+    head_channels: int
     # optimisation (paper: Adam 5e-5, poly; release: + 2000-iteration warm-up from 0.001x)
-    optimizer: Literal["adam", "adamw"] = "adam"
-    iterations: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_iterations: int = 20
-    warmup_factor: float = 0.001
-    poly_power: float = 0.9
+    iterations: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_iterations: int
+    warmup_factor: float
+    poly_power: float
     # augmentation (release: photometric distortion, random scale 0.7-1.3 in steps of 0.1, crop 416, flip)
-    crop_size: int = 128
-    scale_range: tuple[float, float] = (0.7, 1.3)
-    scale_step: float = 0.1  # 0: uniform on scale_range
-    hflip: bool = True
-    photometric_distort: bool = True
+    crop_size: int
+    scale_range: tuple[float, float]
+    scale_step: float  # 0: uniform on scale_range
+    hflip: bool
+    photometric_distort: bool
     # semantic knowledge transfer
-    sigma: float = 2.0
-    min_area: int = 10
-    offset_target: OffsetTarget = "centroid"
-    center_map_source: Literal["instances", "cues"] = "instances"
+    sigma: float
+    min_area: int
+    offset_target: OffsetTarget
+    center_map_source: Literal["instances", "cues"]
     # guidance / refinement
-    iag: bool = True
-    refine: bool = True
-    refine_start: float = 0.0
-    refine_threshold: float = 0.3
-    nms_kernel: int = 13
-    refine_max_per_component: int = 5
-    refined_offset_target: Literal["centroid", "center"] = "centroid"
-    refined_center_loss: bool = True
-    cluster: ClusterConfig | None = field(default_factory=ClusterConfig)
+    iag: bool
+    refine: bool
+    refine_start: float
+    refine_threshold: float
+    nms_kernel: int
+    refine_max_per_component: int
+    refined_offset_target: Literal["centroid", "center"]
+    refined_center_loss: bool
+    cluster: ClusterConfig | None
     # loss
-    loss_weights: LossWeights = LossWeights()
-    combine: Literal["sum", "mean"] = "sum"
-    hard_pixel_ratio: float | None = None
-    offset_loss: OffsetLoss = "l1"
+    loss_weights: LossWeights
+    combine: Literal["sum", "mean"]
+    hard_pixel_ratio: float | None  # None: plain CE over every pixel
     # inference
-    infer_threshold: float = 0.1
-    score: InferenceScore = "center-class"  # release: centre score × mean class probability
-    flip_tta: bool = False
-    flip_tta_offsets: Literal["unflipped", "average"] = "unflipped"  # release: the unflipped pass's offsets
-    val_clean: bool = False  # release --val_clean: inference reads the image labels (and points) of the image
-    # runtime
+    infer_threshold: float
+    score: InferenceScore  # release: centre score × mean class probability
+    flip_tta: bool
+    flip_tta_offsets: Literal["unflipped", "average"]  # release: the unflipped pass's offsets
+    val_clean: bool  # release --val_clean: inference reads the image labels (and points) of the image
+    # the run's own settings
+    supervision: Literal["points", "image"] = "points"
+    backbone_weights: str | None = None  # a local checkpoint of the backbone (None: random weights)
+    optimizer: Literal["adam", "adamw"] = "adam"  # BESTIE: Adam; P2Seg sets mdm.optimizer
+    offset_loss: OffsetLoss = "l1"  # BESTIE: L1; P2Seg sets mdm.offset_loss
     seed: int = 0
     amp: bool = True
     device: str | None = None

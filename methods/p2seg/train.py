@@ -25,7 +25,7 @@ No pipeline imports: numpy, torch (and :mod:`methods.bestie`, :mod:`methods.runt
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -47,31 +47,35 @@ __all__ = ["P2SegConfig", "StageResult", "build_samples", "i2s_term", "train_p2s
 
 @dataclass(frozen=True)
 class P2SegConfig:
-    """MDM hyper-parameters on top of the shared BESTIE loop (``bestie``: network, augmentation,
-    schedule, optimizer, λ of the S2I terms, hard-pixel ratio, offset loss)."""
+    """MDM hyper-parameters on top of the shared BESTIE loop (``bestie``: network, augmentation, schedule,
+    optimizer, λ of the S2I terms, hard-pixel ratio, offset loss). The pipeline builds it from the validated
+    ``mdm`` section (bench/config/schema.py, ``MdmParams``: the one place their defaults live) by copying every
+    field of the same name (bench/commands/p2seg.py ``make_p2seg_config``); only the table rows' switches have
+    defaults here."""
 
-    bestie: BestieConfig = field(default_factory=BestieConfig)
+    bestie: BestieConfig
     # S2I
-    s2i: Literal["points-first", "semantic-first"] = "points-first"
-    single_point_target: OffsetTarget = "point"
-    default_box: int | None = 16
-    default_box_in_training: bool = True
-    export_box_score: float = 0.5
+    single_point_target: OffsetTarget
+    default_box: int | None
+    default_box_in_training: bool
+    export_box_score: float
     # I2S
-    i2s: bool = True
-    lambda_i2s: float = 1.0
-    embed_dim: int = 256
-    affinity_pool: int = 1
-    affinity_loss: Literal["paper", "release"] = "paper"
-    affinity_background: Background = "negative"
-    chunk_size: int | None = 1024
-    max_pairs: int | None = None
-    beta: float = 8.0
-    affinity_normalize: Literal["row", "release"] | None = "row"
-    semantic_from_affinity: bool = True
+    lambda_i2s: float
+    embed_dim: int
+    affinity_pool: int
+    affinity_loss: Literal["paper", "release"]
+    affinity_background: Background
+    chunk_size: int | None
+    max_pairs: int | None
+    beta: float
+    affinity_normalize: Literal["row", "release"] | None
+    semantic_from_affinity: bool
     # stages
-    stages: int = 1
-    export_semantic: Literal["i2s", "input"] = "i2s"
+    stages: int
+    export_semantic: Literal["i2s", "input"]
+    # the rows' switches (Table 3): S2I's order and whether I2S runs
+    s2i: Literal["points-first", "semantic-first"] = "points-first"
+    i2s: bool = True
 
     def __post_init__(self) -> None:
         if self.stages < 1:
