@@ -97,7 +97,7 @@ def evaluate_stage(slot: str) -> dict[str, Any]:
     return {"cmd": f"bench evaluate --dataset {slot} --all",
             "deps": ["bench/commands/evaluate.py", "bench/evaluation", "bench/report/specs.py", "reports/specs",
                      f"data/canonical/{slot}", f"data/points/{slot}", f"runs/{slot}"],
-            "params": ["profile", "eval"],
+            "params": ["profile", "eval", "report"],
             "outs": [{f"metrics/{slot}": {"cache": False, "persist": True}}]}
 
 

@@ -158,7 +158,16 @@ def test_index_counts_rows_and_claims(tmp_path):
     _metrics(tmp_path, "b", 0, 45.0)
     outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
     index = render_index([outcome], _ctx(tmp_path), "")
-    assert "**1 tables, 3 rows: 2 reproduced, 0 pending; claims: 1 held, 0 not held, 0 pending.**" in index
+    assert "**1 tables, 3 rows: 2 reproduced, 0 not run in this profile, 0 pending; claims: 1 held, 0 not held, " \
+           "0 pending.**" in index
+
+
+def test_index_counts_rows_the_profile_does_not_run_apart_from_pending_ones(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, runs={("voc", "p2seg"): {"a"}})
+    index = render_index([render_table(TableSpec.model_validate(SPEC), ctx)], ctx, "")
+    assert "3 rows: 1 reproduced, 1 not run in this profile, 0 pending" in index
+    assert "| P2Seg | [5](p2seg/table5.md) | Hard pixel ratio. | 3 | 1 | 1 | 0 |" in index
 
 
 @pytest.mark.parametrize("value, verdict", [(100.0, "PASS"), (99.99999999999997, "PASS"), (99.5, "FAIL")])

@@ -38,7 +38,8 @@ from bench.visualize import overlay_instances, save_rgb
 from datasets.canonical import CanonicalDataset
 
 log = logging.getLogger(__name__)
-STAGE = declare_stage("evaluate", "eval")
+#: ``report`` names the runs the profile's stages write (report.variants, report.seeds): only those are scored.
+STAGE = declare_stage("evaluate", "eval", "report")
 
 
 @dataclass(frozen=True)
@@ -231,11 +232,16 @@ def score_run(ctx: Any, slot: str, method: str, variant: str, seed: int | None, 
 
 
 def _score_slot(ctx: Any, slot: str) -> None:
-    """``--all``: score the slot's changed runs, skip the unchanged, drop the metrics of vanished runs."""
+    """``--all``: score the slot's changed runs, skip the unchanged, drop the metrics of runs that vanished or
+    that the active profile's stages do not write (a folder left by another profile is not this profile's)."""
     from tqdm import tqdm
 
+    from bench.methods import variant_runs
+
     eval_params = ctx.params.eval.model_dump(mode="json")
-    runs = slot_runs(slot)
+    written = variant_runs(ctx.params.report.variants)
+    seeds = {*ctx.params.report.seeds, 0}
+    runs = [(m, v, k, f) for m, v, k, f in slot_runs(slot) if v in written.get((slot, m), set()) and (k or 0) in seeds]
     kept: set[Path] = set()
     scored = skipped = 0
     for method, variant, seed, folder in tqdm(runs, desc=f"evaluate {slot}", unit="run"):

@@ -167,8 +167,9 @@ class TableOutcome:
     markdown: str
     rows_total: int
     rows_reproduced: int
-    rows_pending: int
+    rows_pending: int  # no implementation (or no metrics yet)
     claims: list[tuple[Claim, str, str]]  # claim, on reported numbers, on reproduced numbers
+    rows_not_run: int = 0  # implemented, not run by the active profile (or needing a user's input)
 
 
 def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
@@ -191,12 +192,13 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
         header += [f"{col.label} reported", f"{col.label} reproduced", "Δ"]
     header.append("Status")
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    reproduced = pending = 0
+    reproduced = pending = not_run = 0
     for row in spec.rows:
         result = results[row.id]
         status = result.status
         reproduced += status == "reproduced"
-        pending += status.startswith(("pending", "partial", "not run", "needs"))
+        pending += status.startswith(("pending", "partial"))
+        not_run += status.startswith(("not run", "needs"))
         label = f"{row.group} · {row.label}" if row.group else row.label
         if spec.sweep is not None and spec.sweep.current_row == row.id:
             label += f" (`{spec.sweep.current_param}` = {ctx.param(spec.sweep.current_param)})"
@@ -233,7 +235,7 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
                      + ("; ".join(lines) if lines else "none declared yet for this component."))
     if notes:
         out.write("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
-    return TableOutcome(spec, out.getvalue(), len(spec.rows), reproduced, pending, claims)
+    return TableOutcome(spec, out.getvalue(), len(spec.rows), reproduced, pending, claims, not_run)
 
 
 def _citation(paper: str, ctx: RenderContext) -> str:
@@ -393,7 +395,7 @@ def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md:
     out.write(f"Profile `{ctx.profile}` · slots: "
               + ", ".join(f"`{k}` = `{v}`" for k, v in sorted(ctx.slot_datasets.items()))
               + f" · seeds {ctx.seeds} · commit `{ctx.commit}`\n\n")
-    if ctx.profile in ("embedded", "smoke"):
+    if ctx.profile.startswith("embedded") or ctx.profile == "smoke":
         out.write(SYNTHETIC_NOTE + "\n\n")
     held = sum(o == "held" for t in outcomes for _, _, o in t.claims)
     not_held = sum(o == "not held" for t in outcomes for _, _, o in t.claims)
@@ -401,16 +403,20 @@ def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md:
     rows = sum(t.rows_total for t in outcomes)
     done = sum(t.rows_reproduced for t in outcomes)
     out.write(f"**{len(outcomes)} tables, {rows} rows: {done} reproduced, "
+              f"{sum(t.rows_not_run for t in outcomes)} not run in this profile, "
               f"{sum(t.rows_pending for t in outcomes)} pending; claims: {held} held, {not_held} not held, "
               f"{pend} pending.**\n\n")
-    out.write("| Paper | Table | Caption | Rows | Reproduced | Pending | Claims held / not held / pending |\n")
-    out.write("|---|---|---|---|---|---|---|\n")
+    if any(t.rows_not_run for t in outcomes):
+        out.write("Rows not run in this profile: `bench params use embedded-full && dvc repro` runs every row "
+                  "(docs/pipeline.md, Profiles).\n\n")
+    out.write("| Paper | Table | Caption | Rows | Reproduced | Not run | Pending | Claims held / not held / pending |\n")
+    out.write("|---|---|---|---|---|---|---|---|\n")
     for t in outcomes:
         s = t.spec
         c = [o for _, _, o in t.claims]
         caption = s.caption if len(s.caption) <= 70 else s.caption[:67] + "…"
         out.write(f"| {ctx.title(s.paper)} | [{s.table}]({s.paper}/table{s.table}.md) | {caption} | "
-                  f"{t.rows_total} | {t.rows_reproduced} | {t.rows_pending} | "
+                  f"{t.rows_total} | {t.rows_reproduced} | {t.rows_not_run} | {t.rows_pending} | "
                   f"{c.count('held')} / {c.count('not held')} / {c.count('pending')} |\n")
     if figures:
         out.write("\n## Figures\n\n| Paper | Figure | Caption | Series | Reproduced |\n|---|---|---|---|---|\n")
