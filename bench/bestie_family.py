@@ -52,11 +52,18 @@ def kept_network(source: Path, num_semantic: int, num_things: int, config: Any, 
                  model_factory: Callable[[], Any] | None = None) -> Any:
     """The network a training run kept (``<source>/model.pt``), rebuilt for ``config``; the config it was
     trained with must build the same network (backbone, levels, decoder, widths)."""
+    import json
+
     from methods.bestie.train import build_model, network_options
 
     kept = load_weights(source)
-    trained = {k: kept["config"].get(k) for k in network_options(config)}
-    wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in network_options(config).items()}
+    config = dataclasses.replace(config, backbone_weights=None)  # every weight comes from the kept state
+
+    def architecture(options: dict[str, Any]) -> dict[str, Any]:
+        return json.loads(json.dumps({k: v for k, v in options.items() if k != "backbone_weights"}))
+
+    wanted = architecture(network_options(config))
+    trained = architecture({k: kept["config"].get(k) for k in wanted})
     if trained != wanted:
         raise ValueError(f"{source}/model.pt was trained with network {trained}, this row needs {wanted}; "
                          "re-run the source's training stage")

@@ -52,7 +52,8 @@ def load_cues(path: Path, split: CanonicalSplit, dataset: CanonicalDataset, *, s
             continue
         x, y = int(p["x"]), int(p["y"])
         if not (0 <= x < info.width and 0 <= y < info.height):
-            raise DatasetError(f"point ({x}, {y}) outside the {info.width}x{info.height} image", path=path, record=where)
+            raise DatasetError(f"point ({x}, {y}) outside the {info.width}x{info.height} image",
+                               path=path, record=where)
         aid = p.get("annotation_id")
         by_image[image_id].append((y, x, dataset.semantic_index(cat), None if aid is None else int(aid)))
     out = {}

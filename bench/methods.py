@@ -122,7 +122,8 @@ def segmentor_group(name: str, method: str, slot: str, variants: tuple[str, ...]
     option = "" if arch == "mrcnn" else f" --arch {arch}"
     return StageGroup(
         name, slot, variants, runner="segmentor", row=f"${{item.variant}}-{arch}", per_seed=per_seed,
-        args=f"--labels {method}/${{item.variant}} --row {method}/${{item.variant}}-{arch}{option} --seed ${{item.seed}}",
+        args=f"--labels {method}/${{item.variant}} --row {method}/${{item.variant}}-{arch}{option} "
+             f"--seed ${{item.seed}}",
         deps=(f"runs/{slot}/{method}/${{item.variant}}/seed${{item.seed}}/train_pseudo.json",))
 
 
@@ -195,7 +196,8 @@ def check_inputs_are_run(variants: Mapping[str, list[str]], seeds: list[int]) ->
         if any(path == out or path.startswith(out + "/") for out in written):
             continue
         makers = [f"report.variants.{g.name}" for o, g in groups() for item in g.items(list(g.variants), seeds)
-                  if any(path == resolve(t, item) or path.startswith(resolve(t, item) + "/") for t in g.outputs(o.name))]
+                  if any(path == resolve(t, item) or path.startswith(resolve(t, item) + "/")
+                         for t in g.outputs(o.name))]
         hint = f"; it is written by {' or '.join(sorted(set(makers)))}" if makers else ""
         raise ValueError(f"report.variants.{name}: {variant or name} reads {path}, which no selected stage writes"
                          f"{hint}")

@@ -104,8 +104,8 @@ def evaluate_stage(slot: str) -> dict[str, Any]:
 def report_stage() -> dict[str, Any]:
     sections = sorted({s for _, p in PRODUCERS.items() for s in p.sections})
     papers = sorted({p.paper for _, p in PRODUCERS.items() if p.paper})
-    spec_papers = sorted(d.name for d in Path("reports/specs").iterdir() if d.is_dir()) if Path("reports/specs").is_dir() \
-        else papers
+    spec_papers = (sorted(d.name for d in Path("reports/specs").iterdir() if d.is_dir())
+                   if Path("reports/specs").is_dir() else papers)
     return {"cmd": "bench report",
             "deps": ["bench/commands/report.py", "bench/report", "reports/specs",
                      *(f"metrics/{slot}" for slot in SLOTS), "metrics/pretrain"],

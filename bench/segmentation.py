@@ -160,7 +160,7 @@ def _torchvision_run(job: SegmentJob) -> None:
     images = (job.val.load_image(im.id) for im in tqdm(job.val.images, desc="predict val", unit="img", leave=False))
     predictions = predict(model, images, batch_size=p.batch_size, mask_threshold=p.mask_threshold,
                           max_detections=p.detections_per_image, amp=p.amp)
-    n = _write_predictions(job, ((im.id, pr.masks, [job.categories.category(int(l)) for l in pr.labels], pr.scores)
+    n = _write_predictions(job, ((im.id, pr.masks, [job.categories.category(int(lab)) for lab in pr.labels], pr.scores)
                                  for im, pr in zip(job.val.images, predictions)))
     job.info["training"] = {"iterations": iterations, "lr_steps": list(steps), "resumed_from": result.resumed_from,
                             "train_images": len(data), "skipped_images": data.skipped_images,

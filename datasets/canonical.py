@@ -25,8 +25,16 @@ from PIL import Image
 
 from datasets.errors import DatasetError, safe_join
 from datasets.imageio import read_index_png, read_panoptic_png
-from datasets.records import (FORMAT_VERSION, VOID_LABEL, Category, ImageRecord, Instance, PanopticSegment,
-                              StuffSegment, semantic_classes)
+from datasets.records import (
+    FORMAT_VERSION,
+    VOID_LABEL,
+    Category,
+    ImageRecord,
+    Instance,
+    PanopticSegment,
+    StuffSegment,
+    semantic_classes,
+)
 from datasets.writer import CanonicalWriter, SplitSummary
 
 __all__ = [
@@ -213,7 +221,8 @@ class CanonicalDataset:
 
     def split(self, name: str) -> CanonicalSplit:
         if name not in self.meta["splits"]:
-            raise DatasetError(f"no split {name!r} (splits: {', '.join(self.split_names)})", path=self.root / "meta.json")
+            raise DatasetError(f"no split {name!r} (splits: {', '.join(self.split_names)})",
+                               path=self.root / "meta.json")
         if name not in self._splits:
             self._splits[name] = CanonicalSplit(self, name)
         return self._splits[name]

@@ -34,7 +34,8 @@ class Category:
     @classmethod
     def from_json(cls, d: dict) -> "Category":
         return cls(id=int(d["id"]), name=str(d["name"]), isthing=bool(d.get("isthing", 1)),
-                   color=tuple(int(c) for c in d.get("color", (0, 0, 0))), supercategory=str(d.get("supercategory", "")))
+                   color=tuple(int(c) for c in d.get("color", (0, 0, 0))),
+                   supercategory=str(d.get("supercategory", "")))
 
 
 def semantic_classes(categories: Sequence[Category]) -> list[int]:

@@ -30,8 +30,15 @@ from tqdm import tqdm
 
 from datasets.errors import DatasetError, safe_relpath
 from datasets.imageio import MAX_PANOPTIC_ID, check_image, link_or_copy, write_index_png, write_panoptic_png
-from datasets.records import (FORMAT_VERSION, VOID_LABEL, Category, ImageRecord, Instance, check_categories,
-                              semantic_classes)
+from datasets.records import (
+    FORMAT_VERSION,
+    VOID_LABEL,
+    Category,
+    ImageRecord,
+    Instance,
+    check_categories,
+    semantic_classes,
+)
 
 __all__ = ["CanonicalWriter", "SplitSummary", "encode_record", "EncodedImage", "write_json_atomic"]
 
@@ -124,7 +131,8 @@ def _explicit_panoptic(rec: ImageRecord, ctx: _Context) -> tuple[np.ndarray, lis
     src = rec.panoptic_source or str(rec.source)
     if ids.shape != (rec.height, rec.width):
         raise DatasetError(f"panoptic PNG is {ids.shape[1]}x{ids.shape[0]} (WxH) but the image is "
-                           f"{rec.width}x{rec.height}: mask size different from image size", path=src, record=_where(rec))
+                           f"{rec.width}x{rec.height}: mask size different from image size",
+                           path=src, record=_where(rec))
     seg_ids = [s.id for s in segs]
     if len(segs) >= 2**16:
         raise DatasetError(f"{len(segs)} segments in one image; at most 65535 are supported", path=src,
@@ -404,7 +412,8 @@ class CanonicalWriter:
             yield from map(fn, items)
             return
         if self._pool is None:  # one pool for all splits
-            # spawn, not fork: the caller may hold threads (tracking clients, OpenCV pools) that fork would copy mid-lock
+            # spawn, not fork: the caller may hold threads (tracking clients, OpenCV pools) that fork would copy
+            # mid-lock
             self._pool = multiprocessing.get_context("spawn").Pool(self.workers)
         yield from self._pool.imap(fn, items, chunksize=4)
 

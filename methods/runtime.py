@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["resolve_device", "cap_cpu_threads", "set_deterministic", "deterministic", "MixedPrecision", "mixed_precision"]
+__all__ = ["resolve_device", "cap_cpu_threads", "set_deterministic", "deterministic", "MixedPrecision",
+           "mixed_precision"]
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -14,8 +14,13 @@ from bench.config.loader import ParamsError, render_profile, validate_params
 from bench.paths import backbone_checkpoint
 from datasets.synthetic import generate, render_classification_set
 from datasets.synthetic.registry import make_params
-from methods.backbones import (PretrainConfig, classification_scores, feature_extractor, load_backbone_weights,
-                               pretrain_classifier)
+from methods.backbones import (
+    PretrainConfig,
+    classification_scores,
+    feature_extractor,
+    load_backbone_weights,
+    pretrain_classifier,
+)
 from methods.bestie.model import BestieNet
 
 SMALL_VOC = {"image_size": (48, 48), "num_thing_classes": 3}

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from methods.bestie.augment import Distortion, distort, sample_distortion, sample_scale
 from method_configs import bestie_config
+from methods.bestie.augment import Distortion, distort, sample_distortion, sample_scale
 from methods.bestie.train import Sample, _augment, build_pseudo_targets
 
 
@@ -76,12 +76,14 @@ def small_sample() -> Sample:
     image[2, 3] = 255
     semantic = np.zeros((8, 8), np.uint8)
     semantic[1:4, 2:5] = 1
-    targets, _ = build_pseudo_targets(semantic, np.array([[2, 3]]), np.array([1]), bestie_config(min_area=1, flip_tta=False))
+    targets, _ = build_pseudo_targets(semantic, np.array([[2, 3]]), np.array([1]),
+                                      bestie_config(min_area=1, flip_tta=False))
     return Sample(image, semantic, targets)
 
 
 def test_padding_to_the_crop_falls_on_random_sides_and_the_point_follows_the_image(small_sample: Sample) -> None:
-    config = bestie_config(flip_tta=False, crop_size=12, scale_range=(1.0, 1.0), hflip=False, photometric_distort=False, min_area=1)
+    config = bestie_config(flip_tta=False, crop_size=12, scale_range=(1.0, 1.0), hflip=False,
+                           photometric_distort=False, min_area=1)
     offsets = set()
     for seed in range(20):
         aug = _augment(small_sample, config, np.random.default_rng(seed))
@@ -96,7 +98,8 @@ def test_padding_to_the_crop_falls_on_random_sides_and_the_point_follows_the_ima
 
 
 def test_without_photometric_distortion_the_image_keeps_its_colours(small_sample: Sample) -> None:
-    config = bestie_config(flip_tta=False, crop_size=8, scale_range=(1.0, 1.0), hflip=False, photometric_distort=False, min_area=1)
+    config = bestie_config(flip_tta=False, crop_size=8, scale_range=(1.0, 1.0), hflip=False,
+                           photometric_distort=False, min_area=1)
     aug = _augment(small_sample, config, np.random.default_rng(0))
     assert np.array_equal(aug.image, small_sample.image)
     distorted = [_augment(small_sample, replace(config, photometric_distort=True), np.random.default_rng(s)).image

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from method_configs import bestie_config
-from methods.bestie.train import (annotated_instances, clean_probabilities, infer_instances,
-                                  predict_outputs)
+from methods.bestie.train import annotated_instances, clean_probabilities, infer_instances, predict_outputs
 
 THINGS = [1, 2]  # semantic indices of the thing classes; 0 = background
 CONFIG = bestie_config(supervision="points", flip_tta=False, min_area=1, nms_kernel=3, cluster=None, val_clean=True)

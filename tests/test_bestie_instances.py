@@ -9,8 +9,7 @@ import pytest
 
 from methods.bestie import ClusterConfig, segment_instances
 from methods.bestie.instances import component_instances
-from methods.bestie.transfer import component_labels
-from methods.bestie.transfer import offset_field
+from methods.bestie.transfer import component_labels, offset_field
 
 CLS = 1
 FAR = np.full((2, 1, 1), 50.0, np.float32)  # offsets far from 0: no offset cluster anywhere

@@ -12,13 +12,13 @@ import torch
 from pycocotools.coco import COCO
 
 from bench.bestie_family import pseudo_records
-from methods.bestie import Instance
 from method_configs import bestie_config
+from methods.bestie import Instance
 from methods.bestie.train import BestieConfig, Sample, build_pseudo_targets, predict_outputs, train_bestie
 
-CONFIG = bestie_config(supervision="points", flip_tta=False, backbone="regnetx_002", decoder_channels=16, head_channels=16,
-                      iterations=12, batch_size=2, lr=3e-3, warmup_iterations=0, crop_size=32, scale_range=(1.0, 1.0),
-                      sigma=2.0, min_area=4, nms_kernel=5, device="cpu")
+CONFIG = bestie_config(supervision="points", flip_tta=False, backbone="regnetx_002", decoder_channels=16,
+                      head_channels=16, iterations=12, batch_size=2, lr=3e-3, warmup_iterations=0, crop_size=32,
+                      scale_range=(1.0, 1.0), sigma=2.0, min_area=4, nms_kernel=5, device="cpu")
 
 
 def _tiny_set() -> list[Sample]:

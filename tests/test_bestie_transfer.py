@@ -9,7 +9,8 @@ from methods.bestie import cluster_centers, gaussian_center_map, group_pixels, o
 from methods.bestie.instances import group_to_points
 
 
-def _square(shape: tuple[int, int], y0: int, x0: int, size: int, value: int, out: np.ndarray | None = None) -> np.ndarray:
+def _square(shape: tuple[int, int], y0: int, x0: int, size: int, value: int,
+            out: np.ndarray | None = None) -> np.ndarray:
     out = np.zeros(shape, np.uint8) if out is None else out
     out[y0:y0 + size, x0:x0 + size] = value
     return out

@@ -244,14 +244,14 @@ def random_case(seed, n_images=12, H=24, W=32, n_cls=4):
             gt_masks.append(m)
             gt_labels.append(rng.randint(0, n_cls))
         pm, pl, ps = [], [], []
-        for m, l in zip(gt_masks, gt_labels):
+        for m, lab in zip(gt_masks, gt_labels):
             for _ in range(rng.randint(0, 3)):
                 noise = rng.rand(H, W) < 0.15
                 q = m ^ (noise & np.roll(m, rng.randint(-2, 3), axis=rng.randint(0, 2)))
                 if rng.rand() < 0.3:
                     q = np.roll(q, rng.randint(-4, 5), axis=1)
                 pm.append(q)
-                pl.append(l if rng.rand() > 0.1 else rng.randint(0, n_cls))
+                pl.append(lab if rng.rand() > 0.1 else rng.randint(0, n_cls))
                 ps.append(rng.rand())
         for _ in range(rng.randint(0, 3)):
             q = np.zeros((H, W), bool)
@@ -268,8 +268,8 @@ def build(images, H=24, W=32):
     cats = default_categories(n_things=4, n_stuff=0)
     anns, preds = [], {}
     for i, (gm, gl, pm, pl, ps) in enumerate(images, start=1):
-        anns += [{"image_id": i, "category_id": int(l) + 1, "mask": m} for m, l in zip(gm, gl)]
-        preds[i] = [pred(m, float(s), int(l) + 1) for m, l, s in zip(pm, pl, ps)]
+        anns += [{"image_id": i, "category_id": int(lab) + 1, "mask": m} for m, lab in zip(gm, gl)]
+        preds[i] = [pred(m, float(s), int(lab) + 1) for m, lab, s in zip(pm, pl, ps)]
     return make_gt(cats, [(i, H, W) for i in range(1, len(images) + 1)], anns), preds
 
 

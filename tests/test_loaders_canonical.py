@@ -8,8 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.canonical import (CanonicalDataset, CanonicalWriter, Category, ImageRecord, Instance, StuffSegment,
-                                semantic_classes)
+from datasets.canonical import (
+    CanonicalDataset,
+    CanonicalWriter,
+    Category,
+    ImageRecord,
+    Instance,
+    StuffSegment,
+    semantic_classes,
+)
 from datasets.errors import DatasetError, safe_join, safe_relpath
 from datasets.registry import DATASET_SOURCES, load_source, register_source
 from fixtures.official import box_mask, write_jpeg
@@ -77,7 +84,8 @@ def test_an_image_without_an_image_labels_record_is_an_error_naming_the_file(tmp
 
 
 @pytest.mark.parametrize("bad,msg", [
-    (dict(instances=[Instance(1, mask=np.zeros((4, 6), bool), record="object 1")]), "object 1: instance mask has zero area"),
+    (dict(instances=[Instance(1, mask=np.zeros((4, 6), bool), record="object 1")]),
+     "object 1: instance mask has zero area"),
     (dict(instances=[Instance(9, mask=box_mask(4, 6, slice(0, 1), slice(0, 1)))]), "unknown thing category id 9"),
     (dict(instances=[Instance(7, mask=box_mask(4, 6, slice(0, 1), slice(0, 1)))]), "unknown thing category id 7"),
     (dict(instances=[Instance(1, mask=np.ones((5, 6), bool))]), "mask size [5, 6] different from image size [4, 6]"),

@@ -13,8 +13,7 @@ from datasets.canonical import CanonicalDataset
 from datasets.errors import DatasetError
 from datasets.registry import load_source
 from datasets.voc import VOC_CLASSES, load_voc, load_voc_sbd
-from fixtures.official import (VocImage, VocObj, sbd_fixture, voc_fixture, write_palette_png, write_voc,
-                               write_voc_xml)
+from fixtures.official import VocImage, VocObj, sbd_fixture, voc_fixture, write_palette_png, write_voc, write_voc_xml
 
 PERSON, DOG, CAT = (VOC_CLASSES.index(n) + 1 for n in ("person", "dog", "cat"))
 HORSE, BIRD = VOC_CLASSES.index("horse") + 1, VOC_CLASSES.index("bird") + 1

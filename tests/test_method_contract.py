@@ -6,11 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from smoke_repo import init_repo, run
 
 from bench.commands import load_commands
 from bench.methods import PRODUCERS, Producer, StageGroup, register
 from bench.registry import Registry
+from smoke_repo import init_repo, run
 
 
 def test_a_registry_refuses_a_second_entry_of_the_same_name():
@@ -38,7 +38,8 @@ def test_a_stage_group_on_an_unknown_slot_is_refused():
 def test_no_library_module_imports_a_command_module():
     """Commands integrate; the frame, the readers, the methods and the benchmarks never import one."""
     repo = Path(__file__).resolve().parents[1]
-    offenders = [str(p.relative_to(repo)) for folder in ("bench", "methods", "datasets") for p in (repo / folder).rglob("*.py")
+    offenders = [str(p.relative_to(repo)) for folder in ("bench", "methods", "datasets")
+                 for p in (repo / folder).rglob("*.py")
                  if "bench/commands" not in str(p) and "from bench.commands." in p.read_text(encoding="utf-8")]
     assert offenders == []
 
@@ -130,7 +131,8 @@ def _add_toy_method(repo: Path) -> None:
     schema = repo / "bench" / "config" / "schema.py"
     text = schema.read_text()
     text = text.replace("class Params(Section):", TOY_SECTION + "class Params(Section):")
-    text = text.replace("    jtsm: JtsmParams = JtsmParams()\n", "    jtsm: JtsmParams = JtsmParams()\n    toy: ToyParams = ToyParams()\n")
+    text = text.replace("    jtsm: JtsmParams = JtsmParams()\n",
+                        "    jtsm: JtsmParams = JtsmParams()\n    toy: ToyParams = ToyParams()\n")
     schema.write_text(text)
     profile = repo / "configs" / "profiles" / "smoke.yaml"
     profile.write_text(profile.read_text() + "    toy: [squares]\n")
@@ -194,3 +196,22 @@ def test_a_method_config_takes_every_field_of_its_params_section_of_the_same_nam
             assert getattr(p2seg, field.name) == getattr(params.mdm, field.name), field.name
     required = [f.name for f in dataclasses.fields(BestieConfig) if f.default is dataclasses.MISSING]
     assert "min_area" in required and "iterations" in required  # no second set of defaults
+
+
+def test_an_inference_row_rebuilds_the_kept_network_and_refuses_another_architecture(tmp_path):
+    import dataclasses
+
+    import torch
+    from method_configs import bestie_config
+
+    from bench.bestie_family import kept_network
+    from bench.stages.run import save_weights
+    from methods.bestie.train import build_model
+
+    config = bestie_config(decoder_channels=8, head_channels=8)
+    trained = build_model(3, 2, config)
+    save_weights(tmp_path / "model.pt", trained, config.to_dict())
+    rebuilt = kept_network(tmp_path, 3, 2, dataclasses.replace(config, val_clean=True, score="class"))
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), rebuilt.state_dict().values()))
+    with pytest.raises(ValueError, match="was trained with network"):
+        kept_network(tmp_path, 3, 2, dataclasses.replace(config, head_channels=16))

@@ -12,16 +12,16 @@ import torch
 
 from bench.commands.p2seg import VARIANTS, make_p2seg_config
 from bench.config.schema import Params
-from methods.bestie.train import BestieConfig
 from method_configs import bestie_config, p2seg_config
+from methods.bestie.train import BestieConfig
 from methods.p2seg.train import P2SegConfig, build_samples, export_instances, train_p2seg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BESTIE = bestie_config(supervision="points", flip_tta=False, backbone="regnetx_002", decoder_channels=16, head_channels=16,
-                      iterations=10, batch_size=2, lr=3e-3, warmup_iterations=0, crop_size=32, scale_range=(1.0, 1.0),
-                      sigma=2.0, min_area=4, nms_kernel=5, hard_pixel_ratio=0.5, offset_loss="smooth-l1",
-                      optimizer="adamw", refined_offset_target="center", device="cpu")
+BESTIE = bestie_config(supervision="points", flip_tta=False, backbone="regnetx_002", decoder_channels=16,
+                      head_channels=16, iterations=10, batch_size=2, lr=3e-3, warmup_iterations=0, crop_size=32,
+                      scale_range=(1.0, 1.0), sigma=2.0, min_area=4, nms_kernel=5, hard_pixel_ratio=0.5,
+                      offset_loss="smooth-l1", optimizer="adamw", refined_offset_target="center", device="cpu")
 CONFIG = p2seg_config(BESTIE, embed_dim=8, default_box=4, chunk_size=100, stages=1,
                      semantic_from_affinity=False)  # the embedded pipeline's setting
 

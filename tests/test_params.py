@@ -164,7 +164,8 @@ def test_a_run_read_by_a_selected_stage_must_be_run_by_one():
     raw = render_profile("embedded")
     raw["report"]["variants"]["segment-bestie"] = ["image"]
     with pytest.raises(ParamsError, match=r"segment-bestie: image reads runs/voc/bestie/image/seed0/train_pseudo.json, "
-                                          r"which no selected stage writes; it is written by report.variants.bestie-image"):
+                                          r"which no selected stage writes; "
+                                          r"it is written by report.variants.bestie-image"):
         validate_params(raw)
 
 

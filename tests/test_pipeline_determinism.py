@@ -5,6 +5,7 @@ repository, so it runs on another xdist worker than the end-to-end module."""
 
 import pytest
 import yaml
+
 from smoke_repo import init_repo, run
 
 pytestmark = pytest.mark.slow

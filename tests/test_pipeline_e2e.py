@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
-from smoke_repo import init_repo, repro_on_two_cores, run, write_params
 
 from bench.config.loader import render_profile
+from smoke_repo import init_repo, repro_on_two_cores, run, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,8 @@ def test_the_val_clean_row_is_the_points_network_inferred_with_the_val_points(pi
     labels = {r["image_id"]: set(r["category_ids"]) for r in json.loads(
         (pipeline / "data/canonical/voc/val/image_labels.json").read_text())["images"]}
     assert clean and all(r["category_id"] in labels[r["image_id"]] for r in clean)  # cleaned by the image labels
-    assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-val-clean/seed0.json").read_text())["metrics"]
+    assert "voc.mAP50" in json.loads(
+        (pipeline / "metrics/voc/bestie/points-val-clean/seed0.json").read_text())["metrics"]
 
 
 def test_the_class_score_row_rescores_the_points_networks_val_masks(pipeline):
@@ -101,7 +102,8 @@ def test_the_one_point_row_keeps_the_points_rows_masks_that_hold_one_val_point(p
 
     assert release and kept == [r for r in release if held(r) == 1]
     assert info["val_instances_kept"] == len(kept) and sum(info["val_instances_held_points"].values()) == len(release)
-    assert "voc.mAP50" in json.loads((pipeline / "metrics/voc/bestie/points-one-point/seed0.json").read_text())["metrics"]
+    assert "voc.mAP50" in json.loads(
+        (pipeline / "metrics/voc/bestie/points-one-point/seed0.json").read_text())["metrics"]
 
 
 def test_ground_truth_row_reads_100_on_every_metric(pipeline):

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.cli import main
-from bench.inputs import Cues
-from bench.commands.data import prepare
 from bench.bestie_family import one_point_instances, points_held
+from bench.cli import main
+from bench.commands.data import prepare
 from bench.config.loader import render_profile, validate_params
 from bench.evaluation.records import InstancePredictions
 from bench.evaluation.rle import encode
+from bench.inputs import Cues
 from bench.io import read_json, write_json
 from bench.predictions import instance_records
 from datasets.canonical import CanonicalDataset
@@ -46,7 +46,8 @@ def test_points_held_counts_the_points_of_the_class_on_the_mask():
 
 
 def test_only_masks_holding_exactly_one_point_of_their_class_are_kept():
-    left, right, bottom = _mask(slice(0, 4), slice(0, 4)), _mask(slice(0, 4), slice(4, 8)), _mask(slice(4, 8), slice(0, 8))
+    left, right = _mask(slice(0, 4), slice(0, 4)), _mask(slice(0, 4), slice(4, 8))
+    bottom = _mask(slice(4, 8), slice(0, 8))
     predictions = InstancePredictions(by_image={
         10: [_record(0, 10, A, left),     # one A point: kept
              _record(1, 10, A, right),    # two A points (two touching objects merged): dropped

@@ -17,8 +17,10 @@ SPEC = {
     "reproduced_on": "synth-voc",
     "columns": [{"key": "voc.mAP50", "label": "mAP50"}],
     "rows": [
-        {"id": "a", "label": "ratio 0.1", "reported": {"voc.mAP50": 52.0}, "reproduce": {"method": "p2seg", "variant": "a"}},
-        {"id": "b", "label": "ratio 0.2", "reported": {"voc.mAP50": 50.8}, "reproduce": {"method": "p2seg", "variant": "b"}},
+        {"id": "a", "label": "ratio 0.1", "reported": {"voc.mAP50": 52.0},
+         "reproduce": {"method": "p2seg", "variant": "a"}},
+        {"id": "b", "label": "ratio 0.2", "reported": {"voc.mAP50": 50.8},
+         "reproduce": {"method": "p2seg", "variant": "b"}},
         {"id": "c", "label": "Other method", "reported": {"voc.mAP50": 40.0}, "reproduce": "reported-only"},
     ],
     "claims": [{"text": "a beats b", "left": "a", "op": ">", "right": "b", "metric": "voc.mAP50"}],
@@ -91,7 +93,8 @@ def test_claims_are_judged_on_paper_and_reproduced_numbers(tmp_path):
 
 
 def test_a_claim_on_a_harness_row_is_not_judged_on_the_papers_numbers(tmp_path):
-    harness_row = {"id": "h", "label": "harness baseline", "reported": {}, "reproduce": {"method": "p2seg", "variant": "h"}}
+    harness_row = {"id": "h", "label": "harness baseline", "reported": {},
+                   "reproduce": {"method": "p2seg", "variant": "h"}}
     spec = {**SPEC, "rows": [*SPEC["rows"], harness_row],
             "claims": [{"text": "a beats the baseline", "left": "a", "op": ">", "right": "h", "metric": "voc.mAP50"}]}
     _metrics(tmp_path, "a", 0, 40.0)

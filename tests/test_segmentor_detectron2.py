@@ -10,8 +10,13 @@ from pycocotools.coco import COCO
 
 from bench.config.loader import ParamsError, render_profile, validate_params
 from bench.predictions import encode_mask
-from methods.segmentor.detectron2_backend import (BackendUnavailable, coco_instances_json, contiguous_ids,
-                                                  predictions_from_fields, require_detectron2)
+from methods.segmentor.detectron2_backend import (
+    BackendUnavailable,
+    coco_instances_json,
+    contiguous_ids,
+    predictions_from_fields,
+    require_detectron2,
+)
 
 HAVE_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 

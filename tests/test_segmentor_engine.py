@@ -10,8 +10,16 @@ from torch import nn
 
 from bench.predictions import instance_records
 from methods.segmentor.backbone import TimmFPN
-from methods.segmentor.engine import (CHECKPOINT_NAME, EngineConfig, batch_indices, hflip, load_checkpoint, lr_factor,
-                                      predict, train)
+from methods.segmentor.engine import (
+    CHECKPOINT_NAME,
+    EngineConfig,
+    batch_indices,
+    hflip,
+    load_checkpoint,
+    lr_factor,
+    predict,
+    train,
+)
 from methods.segmentor.mask_rcnn import MaskRCNNOptions, build_mask_rcnn
 
 SIZE = 64

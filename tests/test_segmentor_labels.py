@@ -83,7 +83,8 @@ def test_weight_field_wins_and_score_is_a_weight_only_with_soft_weights():
 
 @pytest.mark.parametrize("record, message", [
     (_result(image_id=99), r"pseudo.json, record 0: image id 99 is not an image of the training split"),
-    (_result(category_id=4), r"pseudo.json, record 0: category id 4 is not a thing category of the dataset \(\[3, 7\]\)"),
+    (_result(category_id=4),
+     r"pseudo.json, record 0: category id 4 is not a thing category of the dataset \(\[3, 7\]\)"),
     (_result(mask=np.ones((5, 8), np.uint8)), r"record 0: mask size 8x5 \(WxH\) differs from the image 8x6"),
     (_result(weight=-1), r"record 0: weight/score -1.0 must be finite and >= 0"),
     ({"image_id": 1, "category_id": 3}, r"record 0: missing segmentation"),

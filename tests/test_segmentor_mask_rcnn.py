@@ -7,9 +7,13 @@ import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import fastrcnn_loss, maskrcnn_loss
 
 from methods.segmentor.backbone import TimmFPN
-from methods.segmentor.mask_rcnn import (MaskRCNNOptions, WeightedRoIHeads, build_mask_rcnn, weighted_fastrcnn_loss,
-                                         weighted_maskrcnn_loss)
-
+from methods.segmentor.mask_rcnn import (
+    MaskRCNNOptions,
+    WeightedRoIHeads,
+    build_mask_rcnn,
+    weighted_fastrcnn_loss,
+    weighted_maskrcnn_loss,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -202,7 +202,8 @@ def test_config_defaults_are_the_paper_ones_and_unknown_options_raise() -> None:
     assert cfg.grids == (40, 36, 24, 16, 12)
     assert cfg.scale_ranges[0] == (1.0, 96.0) and cfg.scale_ranges[-1] == (384.0, 2048.0)
     assert (cfg.sigma, cfg.mask_loss_weight, cfg.focal_alpha, cfg.focal_gamma) == (0.2, 3.0, 0.25, 2.0)
-    assert (cfg.nms_kernel, cfg.nms_sigma, cfg.score_thr, cfg.update_thr, cfg.nms_pre) == ("gaussian", 2.0, 0.1, 0.05, 500)
+    assert ((cfg.nms_kernel, cfg.nms_sigma, cfg.score_thr, cfg.update_thr, cfg.nms_pre)
+            == ("gaussian", 2.0, 0.1, 0.05, 500))
     with pytest.raises(TypeError):
         tiny_model(no_such_option=1)
 

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from bench.cli import main
@@ -71,8 +70,9 @@ def _write_pseudo(path: Path, category_shift: int = 0) -> None:
     records = []
     for image in split.images:
         pairs = split.instance_masks(image.id)
-        records += instance_records(image.id, [m for _, m in pairs], [a["category_id"] + category_shift for a, _ in pairs],
-                                    [0.5] * len(pairs), point_annotation_ids=[a["id"] for a, _ in pairs])
+        records += instance_records(image.id, [m for _, m in pairs],
+                                    [a["category_id"] + category_shift for a, _ in pairs], [0.5] * len(pairs),
+                                    point_annotation_ids=[a["id"] for a, _ in pairs])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records))
 
@@ -129,8 +129,8 @@ def test_solov2_trains_and_predicts_through_the_same_stage(workspace, monkeypatc
 
 
 def test_an_epoch_budget_becomes_iterations_with_the_lr_steps_scaled_alike():
-    from bench.segmentation import schedule
     from bench.config.schema import SegmentorParams
+    from bench.segmentation import schedule
 
     p = SegmentorParams(iterations=None, epochs=12, lr_steps=[8, 11], batch_size=16)
     assert schedule(p, 10582) == (12 * 662, (8 * 662, 11 * 662))  # VOC train_aug: ceil(10582 / 16) = 662 steps/epoch

@@ -5,7 +5,6 @@ beside the repository; a relative path is read from the repository root). Withou
 are skipped; every other check runs anywhere.
 """
 
-import itertools
 import os
 import re
 from pathlib import Path

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from methods.wsss.cam import (CamConfig, CamNet, cam_peaks, iter_cams, label_masked_cam, semantic_from_cam,
-                              train_cam)
+from methods.wsss.cam import CamConfig, CamNet, cam_peaks, iter_cams, label_masked_cam, semantic_from_cam, train_cam
 from methods.wsss.pam import PeakAttention
 
 # A small, fast classifier for the training tests: resnet18 stem + layer1 (stride 4), 16-channel extra convs.

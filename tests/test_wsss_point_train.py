@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from methods.wsss import point_train as pt
-from methods.wsss.point_train import (PointWsssConfig, compute_losses, point_label_maps,
-                                      predict_semantic, train_point_wsss)
+from methods.wsss.point_train import (
+    PointWsssConfig,
+    compute_losses,
+    point_label_maps,
+    predict_semantic,
+    train_point_wsss,
+)
 
 # Small, fast network for every test: resnet18 stem + layer1-2, 16-channel decoder.
 FAST = dict(out_indices=(1, 2), decoder_channels=16, device="cpu", batch_size=4, lr=3e-3, loss_stride=1,

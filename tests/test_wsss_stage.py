@@ -34,7 +34,8 @@ def _build(name: str, split, out: Path, external_dir=None) -> None:
 def _write_maps(folder: Path, split, value: int = 0) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for image in split.images:
-        Image.fromarray(np.full((image.height, image.width), value, np.uint8), mode="L").save(folder / f"{image.stem}.png")
+        Image.fromarray(np.full((image.height, image.width), value, np.uint8), mode="L").save(
+            folder / f"{image.stem}.png")
 
 
 def test_oracle_maps_are_the_ground_truth(train_split, tmp_path):

@@ -44,9 +44,9 @@ import numpy as np
 from bench import predictions as P
 from bench.benchmarks import cpu_model
 from bench.bestie_family import HELD, held, make_config, points_held
-from bench.inputs import load_cues, load_semantic_maps, resolve_wsss_run, thing_classes
 from bench.config.loader import load_params
 from bench.evaluation.api import evaluate_files
+from bench.inputs import load_cues, load_semantic_maps, resolve_wsss_run, thing_classes
 from bench.paths import canonical_dir, points_file
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from methods.bestie.transfer import offset_field

@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             shown = ", ".join(f"{k}={v:.2f}" for k, v in list(r["metrics"].items())[:4])
-            print(f"{task:<18} {r['wall_s']:8.1f} {r['peak_rss_mib']:13.0f} {r['peak_rss_children_mib']:10.0f}  {shown}")
+            print(f"{task:<18} {r['wall_s']:8.1f} {r['peak_rss_mib']:13.0f} "
+                  f"{r['peak_rss_children_mib']:10.0f}  {shown}")
     finally:
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

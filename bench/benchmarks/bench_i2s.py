@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                         peak = mem.peak()
                     peak_s = "n/a" if peak is None else f"{peak / MIB:.0f}"
                     model_s = "-" if model is None else f"{model / MIB:.0f}"
-                    print(f"| {op} | {crop} | {g}² | {batch} | {name} | {best:.3f} | {peak_s} | {model_s} |", flush=True)
+                    print(f"| {op} | {crop} | {g}² | {batch} | {name} | {best:.3f} | {peak_s} | {model_s} |",
+                          flush=True)
     if skipped:
         print(f"\nskipped (dense model > --max-dense-gb {args.max_dense_gb}): " + "; ".join(skipped))
 

@@ -15,20 +15,19 @@ the wall time.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from datasets.canonical import CanonicalDataset
 from bench.evaluation.gt import CanonicalGT
 from bench.evaluation.semantic import SemanticEvaluator
-from methods.wsss.point_train import (PointWsssConfig, point_label_maps,
-                                      predict_semantic, train_point_wsss)
+from datasets.canonical import CanonicalDataset
+from methods.wsss.point_train import PointWsssConfig, point_label_maps, predict_semantic, train_point_wsss
 
 CONFIGS = {
     "partial": dict(use_lab=False, use_rgb=False),

@@ -29,9 +29,9 @@ import torch
 import yaml
 
 from bench.benchmarks import cpu_model
-from bench.segmentation import SegmentJob, _torchvision_run
 from bench.config.schema import SegmentorParams
 from bench.evaluation import evaluate_files
+from bench.segmentation import SegmentJob, _torchvision_run
 from datasets.canonical import CanonicalDataset
 from methods.segmentor.labels import CategoryMap, parse_training_labels
 
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
             _torchvision_run(job)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             metrics: dict[str, float] = {}
-            for kind, options in (("voc", {"iou_thresholds": [0.25, 0.5, 0.7, 0.75]}), ("coco", {"iou_types": ["segm"]})):
+            for kind, options in (("voc", {"iou_thresholds": [0.25, 0.5, 0.7, 0.75]}),
+                                  ("coco", {"iou_types": ["segm"]})):
                 result = evaluate_files(kind, gt_root=Path(args.root), split=args.val_split,
                                         predictions=out / "val_instances.json", **options)
                 metrics.update(result.metrics)

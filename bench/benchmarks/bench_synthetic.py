@@ -24,7 +24,6 @@ from pathlib import Path
 from bench.benchmarks import cpu_model
 
 
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=200, help="images per preset and size (default 200)")

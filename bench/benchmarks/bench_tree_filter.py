@@ -30,8 +30,6 @@ from bench.benchmarks import cpu_model
 from methods.wsss import build_grid_mst, tree_filter, tree_filter_dense
 
 
-
-
 def synthetic_image(size: int, seed: int = 0) -> torch.Tensor:
     """(1, 3, S, S) float32 in [0, 1]: 6 coloured Gaussian blobs on a gradient, noise 2/255."""
     rng = np.random.default_rng(seed)

@@ -92,7 +92,8 @@ VARIANTS.add("points-val-clean", Variant("points", options={"val_clean": True}, 
 VARIANTS.add("points-class-score", Variant("points", options={"score": "class"}, source="points",
                                            rows="the points network's val masks scored by the mean class probability "
                                                 "alone (bestie.score: class), beside transfer-only"))
-VARIANTS.add("image", Variant(**_IMAGE, rows="T1/T2 image rows; T3 full; T4 PMM stand-in; T5 iters=0; T6; T7 α=0.7; T8"))
+VARIANTS.add("image", Variant(**_IMAGE,
+                              rows="T1/T2 image rows; T3 full; T4 PMM stand-in; T5 iters=0; T6; T7 α=0.7; T8"))
 VARIANTS.add("wsss-gt", Variant(**{**_IMAGE, "wsss": "oracle/seed0"}, rows="T4 ground truth"))
 VARIANTS.add("wsss-singlestage", Variant(**{**_IMAGE, "wsss": "singlestage"}, rows="T4 SingleStage (external maps)"))
 VARIANTS.add("wsss-rrm", Variant(**{**_IMAGE, "wsss": "rrm"}, rows="T4 RRM (external maps)"))
@@ -193,8 +194,9 @@ def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, run: Run
             checkpointing=checkpointing(run, f"round{round_}", round_config, samples, p.checkpoint_every))
         seconds = time.perf_counter() - t0
         info["rounds"].append({"steps": config.iterations})
-        info["timing"][f"round{round_}"] = {"train_seconds": round(seconds, 2),
-                                            "images_per_second": round(config.iterations * config.batch_size / seconds, 2)}
+        info["timing"][f"round{round_}"] = {
+            "train_seconds": round(seconds, 2),
+            "images_per_second": round(config.iterations * config.batch_size / seconds, 2)}
         # the final checkpoint already labelled with the final model (not when a finished checkpoint was resumed)
         final = at_step[config.iterations] if round_ == last and config.iterations in at_step else None
         exported = (final or label_train(model, curve=False, export=True))[1]

@@ -139,7 +139,8 @@ def _run(args: argparse.Namespace, ctx: Any, variant: Variant, run: RunFolder, w
             ctx.params.bestie.checkpoint_every))
     seconds = time.perf_counter() - t0
     info["timing"]["train_seconds"] = round(seconds, 2)
-    info["timing"]["images_per_second"] = round(config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
+    info["timing"]["images_per_second"] = round(
+        config.stages * config.bestie.iterations * config.bestie.batch_size / seconds, 2)
     gt = CanonicalGT.load(canonical_dir(args.dataset), train.name)
     # stage k + 1 trains on stage k's I2S map: each distinct map list is scored once
     mious = {id(m): round(train_miou(m, train, gt), 2)
@@ -219,8 +220,8 @@ PRODUCER = register(Producer(
                            "mdm.default_box_in_training")),
         StageGroup("p2seg-ablation", "voc", ("s2i", "bestie-s2i", "bestie-s2i-i2s", "resnet"), deps=_TRAIN_DEPS),
         # the sweep fixes the ratio: every mdm key but mdm.hard_pixel_ratio
-        StageGroup("p2seg-sweep", "voc", tuple(f"hpr-{r}" for r in SWEEP_RATIOS if r != DEFAULT_RATIO), deps=_TRAIN_DEPS,
-                   params=("bestie", "mdm -hard_pixel_ratio")),
+        StageGroup("p2seg-sweep", "voc", tuple(f"hpr-{r}" for r in SWEEP_RATIOS if r != DEFAULT_RATIO),
+                   deps=_TRAIN_DEPS, params=("bestie", "mdm -hard_pixel_ratio")),
         StageGroup("p2seg-coco", "coco", ("hrnet",),
                    deps=("data/points/coco", "runs/coco/pretrain", "runs/coco/wsss/points-partial/seed${item.seed}")),
         segmentor_group("segment-p2seg", "p2seg", "voc", ("hrnet", "resnet", "s2i", "bestie-s2i", "bestie-s2i-i2s")),

@@ -49,7 +49,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, type=method_variant, metavar="METHOD/VARIANT",
                         help="the run whose val instances are filtered: runs/<slot>/METHOD/VARIANT/seed<k>/")
     parser.add_argument("--row", required=True, type=method_variant, metavar="METHOD/VARIANT",
-                        help="the table row written: runs/<slot>/METHOD/VARIANT/seed<k>/ (e.g. bestie/points-one-point)")
+                        help="the table row written: runs/<slot>/METHOD/VARIANT/seed<k>/ "
+                             "(e.g. bestie/points-one-point)")
     parser.add_argument("--seed", type=int, default=0, help="seed folder of the source run and of the row")
     params_argument(parser)
 

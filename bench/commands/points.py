@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from bench.commands import COMMANDS, Command, params_argument, slot_argument
@@ -67,4 +66,5 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.add("points", Command("sample point labels (uniform / center / p10) from the ground truth", _configure, _handle))
+COMMANDS.add("points", Command("sample point labels (uniform / center / p10) from the ground truth",
+                               _configure, _handle))

@@ -170,7 +170,8 @@ def _handle(args: argparse.Namespace) -> int:
         })
         ctx.run.log_artifact(out_root / "index.md")
         log.info("rendered %d tables (%s) into %s", len(outcomes),
-                 ", ".join(f"{render_ctx.title(p)}: {sum(o.spec.paper == p for o in outcomes)}" for p in render_ctx.papers), out_root)
+                 ", ".join(f"{render_ctx.title(p)}: {sum(o.spec.paper == p for o in outcomes)}"
+                           for p in render_ctx.papers), out_root)
         if failures:
             raise ValueError("evaluation self-check failed (ground truth must score 100): " + "; ".join(failures))
     _flush_tracking()

@@ -116,6 +116,7 @@ COMMANDS.add("segment", Command(
     "fine-tune an instance segmentor (Mask R-CNN, SOLOv2) on train pseudo labels or the ground truth; predict val",
     _configure, _handle,
     description="Fine-tune an instance segmentor (segmentor.backend / arch / backbone) on train pseudo labels or the "
-                "ground truth and predict the val split. Writes runs/<slot>/METHOD/VARIANT/seed<k>/ (val_instances.json "
+                "ground truth and predict the val split. Writes runs/<slot>/METHOD/VARIANT/seed<k>/ "
+                "(val_instances.json "
                 "for `bench evaluate`, model.pt, run.json); training checkpoints in seed<k>.partial/ let a re-run of "
                 "an interrupted stage resume. Params: the segmentor section (docs/segmentor.md)."))

@@ -102,7 +102,8 @@ def _points(job: WsssJob, options: dict[str, Any]) -> None:
     p = job.params.points
     config = PointWsssConfig(
         iterations=p.iterations, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
-        alpha_lab=p.alpha_lab, alpha_rgb=p.alpha_rgb, pairwise_warmup=p.pairwise_warmup, point_square=p.point_square, loss_stride=p.loss_stride,
+        alpha_lab=p.alpha_lab, alpha_rgb=p.alpha_rgb, pairwise_warmup=p.pairwise_warmup, point_square=p.point_square,
+        loss_stride=p.loss_stride,
         backbone=p.backbone, rgb_sigma=p.rgb_sigma, rgb_guide_normalized=p.rgb_guide_normalized,
         rgb_mask_numerator=p.rgb_mask_numerator, seed=job.seed, **options,
     )
@@ -147,7 +148,8 @@ def background_index(dataset: CanonicalDataset) -> int:
     return dataset.semantic_index(stuff[0]) if len(stuff) == 1 else 255
 
 
-def peak_point_records(split: CanonicalSplit, peaks: dict[int, list[Any]], thing_ids: list[int]) -> list[dict[str, Any]]:
+def peak_point_records(split: CanonicalSplit, peaks: dict[int, list[Any]],
+                       thing_ids: list[int]) -> list[dict[str, Any]]:
     """Points-file records (docs/formats.md) for the peaks of each image: ``annotation_id`` null (a
     peak names no GT instance), ``point_index`` 0 (each peak stands for one presumed instance),
     ``isthing`` 1, plus ``score`` (the normalised, flip-averaged CAM value at the peak)."""

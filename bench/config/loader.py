@@ -102,7 +102,8 @@ def load_params(path: Path | str = "params.yaml") -> Params:
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested sections to dotted keys: ``{"mdm": {"hard_pixel_ratio": 0.2}}`` → ``{"mdm.hard_pixel_ratio": 0.2}``."""
+    """Flatten nested sections to dotted keys:
+    ``{"mdm": {"hard_pixel_ratio": 0.2}}`` → ``{"mdm.hard_pixel_ratio": 0.2}``."""
     if isinstance(tree, BaseModel):
         tree = tree.model_dump(mode="json")
     out: dict[str, Any] = {}

@@ -113,7 +113,8 @@ class COCOEvaluator(Evaluator):
                     rec["segmentation"] = dict(r["segmentation"])
                     if self.segm_area == "bbox":  # loadRes then takes the area from the box (detectron2)
                         box = r.get("bbox")
-                        rec["bbox"] = list(box) if box is not None else [float(v) for v in mask_utils.toBbox(r["segmentation"])]
+                        rec["bbox"] = (list(box) if box is not None
+                                       else [float(v) for v in mask_utils.toBbox(r["segmentation"])])
                 else:
                     rec["bbox"] = list(r["bbox"])
                 out.append(rec)

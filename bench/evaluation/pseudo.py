@@ -137,11 +137,11 @@ class PseudoLabelEvaluator(Evaluator):
                 gt_by_cat.setdefault(int(a["category_id"]), []).append(self._gt_rle(a))
         labels = np.array([r["category_id"] for r in records], dtype=np.int64)
         tp = 0
-        for l in np.unique(labels):
-            keep = np.flatnonzero(labels == l)
+        for lab in np.unique(labels):
+            keep = np.flatnonzero(labels == lab)
             scores = np.array([records[k]["score"] for k in keep], dtype=np.float64)
             order = scores.argsort()[::-1]
-            gts = gt_by_cat.get(int(l), [])
+            gts = gt_by_cat.get(int(lab), [])
             if gts:
                 iou = rle_iou_f32([records[keep[k]]["segmentation"] for k in order], gts)
                 tp += int(greedy_match(iou, (0.5,)).sum())

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, nan_mean, register_evaluator
+from bench.evaluation.base import (
+    EvaluationError,
+    EvaluationResult,
+    Evaluator,
+    check_options,
+    nan_mean,
+    register_evaluator,
+)
 from bench.evaluation.gt import VOID_LABEL, CanonicalGT, read_index_png, safe_join, stem_of
 
 

@@ -42,7 +42,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from bench.evaluation.ap import chainercv_voc_ap
-from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, nan_mean, register_evaluator
+from bench.evaluation.base import (
+    EvaluationError,
+    EvaluationResult,
+    Evaluator,
+    check_options,
+    nan_mean,
+    register_evaluator,
+)
 from bench.evaluation.gt import CanonicalGT
 from bench.evaluation.rle import to_compressed
 
@@ -129,14 +136,14 @@ class VOCInstanceEvaluator(Evaluator):
         if not records:
             self._counts["voc.images_without_predictions"] += 1
         pred_labels = [r["category_id"] for r in records]
-        gt_labels = [l for l, _ in gt]
+        gt_labels = [lab for lab, _ in gt]
         # one IoU matrix per image (all predictions × all GT); per label we take its block
         iou_all = rle_iou_f32([r["segmentation"] for r in records], [m for _, m in gt]) \
             if records and gt else None
         state: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
-        for l in sorted(set(pred_labels) | set(gt_labels)):  # = np.unique(pred_labels ∪ gt_labels)
-            keep = [k for k, pl in enumerate(pred_labels) if pl == l]
-            gt_l = [j for j, gl in enumerate(gt_labels) if gl == l]
+        for lab in sorted(set(pred_labels) | set(gt_labels)):  # = np.unique(pred_labels ∪ gt_labels)
+            keep = [k for k, pl in enumerate(pred_labels) if pl == lab]
+            gt_l = [j for j, gl in enumerate(gt_labels) if gl == lab]
             scores = np.array([records[k]["score"] for k in keep], dtype=self.score_dtype)
             order = scores.argsort()[::-1]
             scores = scores[order]
@@ -145,7 +152,7 @@ class VOCInstanceEvaluator(Evaluator):
             else:
                 rows = np.asarray(keep)[order]
                 matches = greedy_match(iou_all[np.ix_(rows, gt_l)], self.thresholds)
-            state[l] = (len(gt_l), scores, matches)
+            state[lab] = (len(gt_l), scores, matches)
         self._images[image_id] = state
 
     def _merge_state(self, other: "VOCInstanceEvaluator") -> None:
@@ -162,20 +169,20 @@ class VOCInstanceEvaluator(Evaluator):
         for image_id in sorted(self.gt.image_by_id, key=self.gt.image_index.__getitem__):
             state = self._images.get(image_id)
             if state is None:  # never processed: no predictions, its GT still counts
-                labels = [l for l, _ in self._gt_of(image_id)]
-                state = {l: (labels.count(l), np.zeros(0, self.score_dtype),
-                             np.zeros((len(self.thresholds), 0), np.int8)) for l in sorted(set(labels))}
-            for l, (n, s, m) in state.items():
-                n_pos[l] = n_pos.get(l, 0) + n
-                scores.setdefault(l, []).append(s)
-                matches.setdefault(l, []).append(m)
-        return {l: (n_pos[l], np.concatenate(scores[l]), np.concatenate(matches[l], axis=1)) for l in n_pos}
+                labels = [lab for lab, _ in self._gt_of(image_id)]
+                state = {lab: (labels.count(lab), np.zeros(0, self.score_dtype),
+                               np.zeros((len(self.thresholds), 0), np.int8)) for lab in sorted(set(labels))}
+            for lab, (n, s, m) in state.items():
+                n_pos[lab] = n_pos.get(lab, 0) + n
+                scores.setdefault(lab, []).append(s)
+                matches.setdefault(lab, []).append(m)
+        return {lab: (n_pos[lab], np.concatenate(scores[lab]), np.concatenate(matches[lab], axis=1)) for lab in n_pos}
 
     def _ap_table(self) -> dict[float, dict[int, float]]:
         """Threshold → {label: AP in [0, 1] or NaN}."""
         acc = self._accumulate()
         table: dict[float, dict[int, float]] = {t: {} for t in self.thresholds}
-        for l, (n_pos, score_l, match_l) in sorted(acc.items()):
+        for lab, (n_pos, score_l, match_l) in sorted(acc.items()):
             order = score_l.argsort()[::-1]
             for ti, t in enumerate(self.thresholds):
                 m = match_l[ti][order]
@@ -183,7 +190,7 @@ class VOCInstanceEvaluator(Evaluator):
                 fp = np.cumsum(m == 0)
                 prec = tp / (fp + tp)
                 rec = tp / n_pos if n_pos > 0 else None
-                table[t][l] = chainercv_voc_ap(prec, rec, use_07_metric=self.use_07_metric)
+                table[t][lab] = chainercv_voc_ap(prec, rec, use_07_metric=self.use_07_metric)
         return table
 
     def summarize(self) -> dict[str, float]:

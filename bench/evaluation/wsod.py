@@ -42,7 +42,14 @@ from typing import Any
 import numpy as np
 
 from bench.evaluation.ap import devkit_voc_ap
-from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, nan_mean, register_evaluator
+from bench.evaluation.base import (
+    EvaluationError,
+    EvaluationResult,
+    Evaluator,
+    check_options,
+    nan_mean,
+    register_evaluator,
+)
 from bench.evaluation.gt import CanonicalGT
 
 

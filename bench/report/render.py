@@ -409,7 +409,8 @@ def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md:
     if any(t.rows_not_run for t in outcomes):
         out.write("Rows not run in this profile: `bench params use embedded-full && dvc repro` runs every row "
                   "(docs/pipeline.md, Profiles).\n\n")
-    out.write("| Paper | Table | Caption | Rows | Reproduced | Not run | Pending | Claims held / not held / pending |\n")
+    out.write("| Paper | Table | Caption | Rows | Reproduced | Not run | Pending "
+              "| Claims held / not held / pending |\n")
     out.write("|---|---|---|---|---|---|---|---|\n")
     for t in outcomes:
         s = t.spec

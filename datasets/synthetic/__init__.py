@@ -11,8 +11,17 @@ Presets are registered by name in :data:`PRESETS` (``synth-voc``, ``synth-coco``
 from .base import GenerationSummary, ImageOutput, PresetWriter, SplitStats, WorkItem, image_rng, size_class
 from .coco_writer import SynthCOCOWriter
 from .params import SynthCOCOParams, SynthVOCParams, params_from_mapping
-from .registry import (MANIFEST, PRESETS, PRETRAIN_STREAM, Preset, categories, generate, make_params, register_preset,
-                       render_classification_set)
+from .registry import (
+    MANIFEST,
+    PRESETS,
+    PRETRAIN_STREAM,
+    Preset,
+    categories,
+    generate,
+    make_params,
+    register_preset,
+    render_classification_set,
+)
 from .voc_writer import SynthVOCWriter, voc_palette
 
 __all__ = [

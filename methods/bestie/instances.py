@@ -24,7 +24,8 @@ from scipy import ndimage
 from .grouping import Center, cluster_centers, find_centers, group_pixels, merge_centers
 from .transfer import component_labels
 
-__all__ = ["ClusterConfig", "Instance", "InferenceScore", "SCORE_RULES", "ScoreRule", "component_instances", "group_to_points", "segment_instances"]
+__all__ = ["ClusterConfig", "Instance", "InferenceScore", "SCORE_RULES", "ScoreRule", "component_instances",
+           "group_to_points", "segment_instances"]
 
 
 @dataclass(frozen=True)

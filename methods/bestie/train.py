@@ -30,7 +30,7 @@ from .augment import distort, sample_distortion, sample_scale
 from .instances import ClusterConfig, InferenceScore, Instance, group_to_points, segment_instances
 from .losses import InstanceTargets, LossWeights, OffsetLoss, bestie_loss
 from .model import BestieNet
-from .transfer import ImageTargets, OffsetTarget, gaussian_center_map, offset_field, pseudo_instances, TransferStats
+from .transfer import ImageTargets, OffsetTarget, TransferStats, gaussian_center_map, offset_field, pseudo_instances
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,8 @@ def train_bestie(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = (model_factory() if model_factory is not None else build_model(num_semantic, len(things), config)).to(device)
+    model = (model_factory() if model_factory is not None
+             else build_model(num_semantic, len(things), config)).to(device)
     optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
     opt = optimizer(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))

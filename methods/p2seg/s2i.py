@@ -51,7 +51,8 @@ from scipy import ndimage
 from methods.bestie.train import targets_from_instances
 from methods.bestie.transfer import ImageTargets, OffsetTarget, component_labels, instance_center
 
-__all__ = ["S2IInstance", "S2IStats", "Source", "default_boxes", "points_first_instances", "s2i_targets", "nearest_point"]
+__all__ = ["S2IInstance", "S2IStats", "Source", "default_boxes", "points_first_instances", "s2i_targets",
+           "nearest_point"]
 
 Source = Literal["single", "separated", "default-box"]
 

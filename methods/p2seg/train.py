@@ -33,8 +33,19 @@ import torch
 import torch.nn.functional as F
 
 from methods.bestie import Instance
-from methods.bestie.train import (BestieConfig, Checkpointing, ExtraLoss, Sample, TrainBatch, image_batches,
-                                  network_options, predict_outputs, refined_instances, train_bestie, transfer_samples)
+from methods.bestie.train import (
+    BestieConfig,
+    Checkpointing,
+    ExtraLoss,
+    Sample,
+    TrainBatch,
+    image_batches,
+    network_options,
+    predict_outputs,
+    refined_instances,
+    train_bestie,
+    transfer_samples,
+)
 from methods.bestie.transfer import OffsetTarget
 
 from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
@@ -200,7 +211,8 @@ def train_p2seg(
         bestie = dataclasses.replace(config.bestie, seed=config.bestie.seed + stage)
         model = train_bestie(
             samples=samples, num_semantic=num_semantic, thing_classes=thing_classes, config=bestie,
-            progress=progress, on_step=None if on_step is None else (lambda step, losses, s=stage: on_step(s, step, losses)),
+            progress=progress,
+            on_step=None if on_step is None else (lambda step, losses, s=stage: on_step(s, step, losses)),
             model_factory=lambda: build_model(num_semantic, len(thing_classes), config),
             extra_loss=i2s_term(config) if config.i2s else None, desc=f"p2seg stage {stage + 1}/{config.stages}",
             checkpointing=None if checkpointing is None else checkpointing(stage, bestie, samples))

@@ -55,7 +55,8 @@ class TimmFPN(nn.Module):
             load_backbone_weights(self.body, weights, param="segmentor.backbone_weights")
         in_channels = list(self.body.feature_info.channels())
         self.strides = tuple(int(s) for s in self.body.feature_info.reduction())
-        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool() if extra_pool else None)
+        self.fpn = FeaturePyramidNetwork(in_channels, out_channels,
+                                         extra_blocks=LastLevelMaxPool() if extra_pool else None)
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":

@@ -131,7 +131,8 @@ class Detectron2Settings:
 
 
 def train_and_predict(settings: Detectron2Settings, *, train_json: Path, image_root: Path, num_classes: int,
-                      output_dir: Path, val_images: Iterable[tuple[int, np.ndarray]], category_ids: Sequence[int]) -> Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+                      output_dir: Path, val_images: Iterable[tuple[int, np.ndarray]], category_ids: Sequence[int],
+                      ) -> Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Train with ``DefaultTrainer`` (resuming from ``output_dir``), then yield per val image
     ``(image_id, masks, category_ids, scores)``. ``val_images`` yields ``(id, uint8 RGB)``; masks are
     detectron2's (pasted at its fixed 0.5 threshold)."""

@@ -392,7 +392,8 @@ class MaskFeatureBranch(nn.Module):
     projected by a 1x1 conv-GN-ReLU to ``out_channels`` (the mask feature ``F``, ``E`` channels).
     """
 
-    def __init__(self, in_channels: int, feat_channels: int, out_channels: int, groups: int, num_levels: int = 4) -> None:
+    def __init__(self, in_channels: int, feat_channels: int, out_channels: int, groups: int,
+                 num_levels: int = 4) -> None:
         super().__init__()
         self.levels = nn.ModuleList()
         for i in range(num_levels):
@@ -430,8 +431,10 @@ class SOLOv2Head(nn.Module):
         super().__init__()
         self.grids = cfg.grids
         c, g = cfg.head_channels, cfg.norm_groups
-        self.cate_convs = nn.Sequential(*[_conv_gn_relu(in_channels if i == 0 else c, c, g) for i in range(cfg.head_convs)])
-        self.kernel_convs = nn.Sequential(*[_conv_gn_relu(in_channels + 2 if i == 0 else c, c, g) for i in range(cfg.head_convs)])
+        self.cate_convs = nn.Sequential(*[_conv_gn_relu(in_channels if i == 0 else c, c, g)
+                                          for i in range(cfg.head_convs)])
+        self.kernel_convs = nn.Sequential(*[_conv_gn_relu(in_channels + 2 if i == 0 else c, c, g)
+                                            for i in range(cfg.head_convs)])
         self.cate_out = nn.Conv2d(c, num_classes, 3, padding=1)
         self.kernel_out = nn.Conv2d(c, cfg.mask_out_channels * cfg.kernel_size**2, 3, padding=1)
         self.prior_prob = cfg.prior_prob
@@ -506,7 +509,8 @@ class SOLOv2(nn.Module):
         cfg = self.config
         sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
         self.transform = GeneralizedRCNNTransform(sizes, max_size, list(image_mean), list(image_std), size_divisible=32)
-        self.mask_branch = MaskFeatureBranch(in_channels, cfg.mask_feat_channels, cfg.mask_out_channels, cfg.norm_groups)
+        self.mask_branch = MaskFeatureBranch(in_channels, cfg.mask_feat_channels, cfg.mask_out_channels,
+                                             cfg.norm_groups)
         self.head = SOLOv2Head(in_channels, num_classes - 1, cfg)
         _init_weights(self.mask_branch, self.head.cate_out, cfg.prior_prob)
         _init_weights(self.head, self.head.cate_out, cfg.prior_prob)

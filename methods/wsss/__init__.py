@@ -23,8 +23,8 @@ from .losses import (
     to_unit_float,
 )
 from .pam import PeakAttention, peak_attention
-from .point_train import PointWsssConfig, point_label_maps, predict_semantic, train_point_wsss
 from .peaks import Peak, extract_peaks, flip_average, local_maxima, normalize_cam
+from .point_train import PointWsssConfig, point_label_maps, predict_semantic, train_point_wsss
 from .tree_filter import GridTree, build_grid_mst, rgb_tree_loss, tree_filter, tree_filter_dense
 
 __all__ = [

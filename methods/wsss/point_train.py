@@ -15,7 +15,6 @@ No pipeline imports: torch, numpy, scipy, timm and tqdm only (the dataset is duc
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Sequence
 

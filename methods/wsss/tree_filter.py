@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import dijkstra, minimum_spanning_tree as _scipy_mst, shortest_path
+from scipy.sparse.csgraph import dijkstra, shortest_path
+from scipy.sparse.csgraph import minimum_spanning_tree as _scipy_mst
 
 from .losses import to_unit_float
 
