@@ -41,6 +41,7 @@ from bench.methods import Producer, StageGroup, register
 from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage, seed_everything
+from bench.stages.run import WEIGHTS, save_weights
 from bench.tracking import Run
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from datasets.errors import DatasetError
@@ -121,6 +122,7 @@ def _points(job: WsssJob, options: dict[str, Any]) -> None:
         for image, semantic in zip(split.images, predict_semantic(model, split_images, batch_size=p.batch_size)):
             P.write_semantic_png(job.out / target / f"{image.stem}.png", semantic)
     job.info["config"] = config.to_dict()
+    save_weights(job.out / WEIGHTS, model, job.info["config"])
 
 
 def image_label_matrix(split: CanonicalSplit, thing_ids: list[int]) -> np.ndarray:
@@ -241,6 +243,7 @@ def _cam(job: WsssJob, options: dict[str, Any]) -> None:
     quality = peak_quality(job.train, records)
     if job.run is not None:
         job.run.log_metrics({f"peaks.{k}": v for k, v in quality.items()})
+    save_weights(job.out / WEIGHTS, model, config.to_dict())
     job.info.update({"config": config.to_dict(), "peaks": quality, "background_index": background,
                      "val_labels": p.val_labels, "timing": {"train_seconds": round(train_seconds, 1)}})
 
