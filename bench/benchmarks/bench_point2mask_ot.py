@@ -89,7 +89,8 @@ def synthetic_scene(size: int = 512, num_points: int = 20, num_classes: int = 21
 
     codes = rng.normal(size=(num_points, dim)).astype(np.float32)
     emb = torch.from_numpy(codes[inst + 1].transpose(2, 0, 1).copy())
-    emb = F.adaptive_avg_pool2d(emb[None], grid)[0] + 0.2 * torch.from_numpy(rng.normal(size=(dim, grid, grid)).astype(np.float32))
+    emb = F.adaptive_avg_pool2d(emb[None], grid)[0] + 0.2 * torch.from_numpy(
+        rng.normal(size=(dim, grid, grid)).astype(np.float32))
     emb = F.normalize(emb, dim=0)
 
     points, classes = [], []
