@@ -2,7 +2,8 @@
 
 A run directory holds ``val_instances.json`` (COCO results, RLE), ``val_panoptic.json`` +
 ``val_panoptic/`` (COCO panoptic), ``val_semantic/`` (index PNGs) and ``train_pseudo.json``
-(train-split pseudo instances tagged with the point that produced them); the wsss stage writes
+(train-split pseudo instances tagged with the point that produced them), ``val_detections.json`` /
+``train_detections.json`` (box results, WSOD); the wsss stage writes
 ``train_semantic/`` (the semantic pseudo-maps the methods train from) and, in its cam / pam modes,
 ``train_peaks.json`` (CAM peaks as a points file with scores, docs/formats.md). Methods produce
 arrays; these writers turn them into files, so every method writes the same formats.
@@ -27,6 +28,8 @@ SEMANTIC_DIR = "val_semantic"
 TRAIN_SEMANTIC_DIR = "train_semantic"
 TRAIN_PEAKS = "train_peaks.json"  # wsss cam / pam: CAM peaks of the train images (a points file + score)
 PSEUDO = "train_pseudo.json"
+DETECTIONS = "val_detections.json"  # boxes + scores (WSOD): COCO results without masks
+TRAIN_DETECTIONS = "train_detections.json"  # the same on the training split (CorLoc's convention)
 RUN_INFO = "run.json"
 
 
@@ -60,6 +63,15 @@ def instance_records(
             record["point_annotation_id"] = int(point_annotation_ids[i])
         records.append(record)
     return records
+
+
+def detection_records(image_id: int, boxes: Sequence[Sequence[float]], category_ids: Sequence[int],
+                      scores: Sequence[float]) -> list[dict[str, Any]]:
+    """COCO box results ``{image_id, category_id, bbox: [x, y, w, h], score}`` of one image from boxes
+    ``x0, y0, x1, y1`` (ends exclusive, pixels)."""
+    return [{"image_id": int(image_id), "category_id": int(cat),
+             "bbox": [float(x0), float(y0), float(x1) - float(x0), float(y1) - float(y0)], "score": float(score)}
+            for (x0, y0, x1, y1), cat, score in zip(boxes, category_ids, scores, strict=True)]
 
 
 def write_semantic_png(path: Path, semantic: np.ndarray) -> None:

@@ -202,10 +202,10 @@ def test_an_inference_row_rebuilds_the_kept_network_and_refuses_another_architec
     import dataclasses
 
     import torch
-    from method_configs import bestie_config
 
     from bench.bestie_family import kept_network
     from bench.stages.run import save_weights
+    from method_configs import bestie_config
     from methods.bestie.train import build_model
 
     config = bestie_config(decoder_channels=8, head_channels=8)

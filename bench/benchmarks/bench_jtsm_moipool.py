@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {cpu_model()}, torch threads {torch.get_num_threads()}, device {device}")
     rows = []
     for size in args.sizes:
-        features = torch.rand(1, args.channels, size // 8, size // 8, generator=torch.Generator().manual_seed(0)).to(device)
+        features = torch.rand(1, args.channels, size // 8, size // 8,
+                              generator=torch.Generator().manual_seed(0)).to(device)
         for n in args.proposals:
             segments = ellipses(n, size).to(device)
             for variant in VARIANTS:

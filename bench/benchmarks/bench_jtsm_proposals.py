@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             r5.append(rates[0.5])
             r7.append(rates[0.7])
         rows.append([f"{size}²", args.images, f"{np.mean(seconds):.2f}", f"{np.mean(counts):.0f}",
-                     f"{np.mean(counts) / np.mean(seconds):,.0f}", f"{100 * np.mean(r5):.1f}", f"{100 * np.mean(r7):.1f}"])
+                     f"{np.mean(counts) / np.mean(seconds):,.0f}", f"{100 * np.mean(r5):.1f}",
+                     f"{100 * np.mean(r7):.1f}"])
     print(tabulate(rows, headers=["image", "images", "s/image", "proposals", "proposals/s", "recall@0.5 %",
                                   "recall@0.7 %"], tablefmt="github"))
 

@@ -51,10 +51,18 @@ class Family:
     split_key: str  # "train_split" or "val_split" in run.json
     options: Callable[[Any, str, dict[str, Any]], dict[str, Any]]
     key_prefix: str = ""  # inserted after the family prefix, e.g. "train." → semantic.train.mIoU
+    #: the evaluator's metric keys this family keeps (None: all); e.g. only CorLoc of the train detections
+    keys: tuple[str, ...] | None = None
+    label: str | None = None  # the family's name in counts / notes, where kind + key_prefix would repeat one
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         return f"{self.kind}.{self.key_prefix.rstrip('.')}" if self.key_prefix else self.kind
+
+    def kept(self, key: str) -> bool:
+        return self.keys is None or key in self.keys
 
     def rename(self, key: str) -> str:
         """The metric key as stored: ``semantic.mIoU`` → ``semantic.train.mIoU`` for the train maps."""
@@ -80,6 +88,12 @@ FAMILIES = (
     Family("semantic", P.SEMANTIC_DIR, "val_split", lambda p, slot, run: {}),
     Family("semantic", P.TRAIN_SEMANTIC_DIR, "train_split", lambda p, slot, run: {}, key_prefix="train."),
     PSEUDO_FAMILY,
+    # WSOD (JTSM Table 8): box AP@0.5 (all-point and VOC07 11-point) of the val detections, and CorLoc of the
+    # detections on the training images — the WSOD convention (CorLoc measures how well the training images'
+    # objects are localised; py-faster-rcnn / the JTSM release compute it on trainval)
+    Family("wsod", P.DETECTIONS, "val_split", lambda p, slot, run: {}, keys=("wsod.AP50", "wsod.AP50_07")),
+    Family("wsod", P.TRAIN_DETECTIONS, "train_split", lambda p, slot, run: {}, keys=("wsod.CorLoc",),
+           label="wsod.train"),
 )
 
 
@@ -208,12 +222,12 @@ def score_run(ctx: Any, slot: str, method: str, variant: str, seed: int | None, 
                                 predictions=prediction, **family.options(ctx.params, slot, run_info))
         data = result.to_dict()
         name = family.name
-        metrics.update({family.rename(k): v for k, v in data["metrics"].items()})
+        metrics.update({family.rename(k): v for k, v in data["metrics"].items() if family.kept(k)})
         counts[name] = data["counts"]
-        per_class.update({family.rename(k): v for k, v in data["per_class"].items()})
+        per_class.update({family.rename(k): v for k, v in data["per_class"].items() if family.kept(k)})
         notes += [f"{name}: {n}" for n in data["notes"]]
         log.info("%s/%s: %s: %s", method, variant, name,
-                 ", ".join(f"{family.rename(k)}={v:.2f}" for k, v in result.metrics.items()))
+                 ", ".join(f"{family.rename(k)}={v:.2f}" for k, v in result.metrics.items() if family.kept(k)))
     if not counts:
         raise ValueError(f"{folder}: no prediction files ({', '.join(f.prediction for f in FAMILIES)})")
     curves = pseudo_curves(folder, gt_root, run_info, ctx.params, slot)
@@ -285,5 +299,5 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.add("evaluate", Command("score runs' predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality)",
+COMMANDS.add("evaluate", Command("score runs' predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality, WSOD)",
                                  _configure, _handle))

@@ -123,7 +123,7 @@ def _handle(args: argparse.Namespace) -> int:
             raise ValueError("table specs cite experiments no stage produces:\n  " + "\n  ".join(errors))
         section_names = sorted({s for _, prod in PRODUCERS.items() for s in prod.sections})
         sections: dict[str, Any] = {name: getattr(p, name) for name in section_names}
-        params_tree = p.model_dump(mode="json")
+        params_tree = {name: getattr(p, name).model_dump(mode="json") for name in ("data", "report", *section_names)}
         slots = {"voc": p.data.voc.source, "coco": p.data.coco.source}
         render_ctx = RenderContext(
             profile=ctx.profile, slot_datasets=slots, seeds=list(p.report.seeds),

@@ -405,8 +405,79 @@ class Point2MaskParams(Section):
     """Point2Mask (filled when the method lands; section name fixed)."""
 
 
-class JtsmParams(Section):
-    """JTSM (filled when the method lands; section name fixed)."""
+def dataclass_section(config: type, defaults: dict[str, Any], name: str) -> type[Section]:
+    """A params section with one field per field of the dataclass ``config``, of the same name, type and
+    documentation (the attribute docstrings under each field), defaulting to ``defaults`` where given, else
+    to the dataclass's own default — so a method's config and its section cannot drift apart. Each field's
+    description ends with the dataclass default (the paper's value) where ``defaults`` changes it."""
+    import ast
+    import dataclasses
+    import inspect
+    import typing
+
+    from pydantic import create_model
+
+    hints = typing.get_type_hints(config)
+    docs: dict[str, str] = {}
+    body = ast.parse(inspect.getsource(config)).body[0].body  # type: ignore[attr-defined]
+    for node, after in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr) \
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        description = docs.get(f.name, "")
+        if f.name in defaults:
+            paper = list(f.default) if isinstance(f.default, tuple) else f.default
+            description = f"{description} (paper: {paper})".strip()
+        fields[f.name] = (hints[f.name], Field(default=defaults.get(f.name, f.default), description=description))
+    return create_model(name, __base__=Section, **fields)
+
+
+def _jtsm_config() -> type:
+    from methods.jtsm.config import JtsmConfig
+
+    return JtsmConfig
+
+
+#: The embedded values of JTSM's config fields (128 px synthetic images, 2 CPU cores: the main run in about
+#: two minutes per slot, docs/jtsm.md); every other field is the paper's (methods/jtsm/config.py), and the
+#: VOC / COCO profiles set the paper's values back.
+JTSM_EMBEDDED: dict[str, Any] = {
+    "max_proposals": 300, "moipool_bin_samples": 2, "fc_dim": 256, "mask_head_dim": 32,
+    "mask_boxes_per_image": 16, "iterations": 300, "lr_step": 210, "train_scales": (128,),
+    "test_scales": (128,),
+}
+
+
+class JtsmParams(dataclass_section(_jtsm_config(), JTSM_EMBEDDED, "JtsmConfigFields")):  # type: ignore[misc]
+    """JTSM (paper 003; docs/jtsm.md). Every field of ``methods.jtsm.config.JtsmConfig`` under its own name
+    (generated from the dataclass: its types, docs and paper defaults, with the embedded values of
+    :data:`JTSM_EMBEDDED`), plus what the harness adds: the backbone and where it starts, and the settings
+    of the segment-proposal generator that stands in for MCG (``datasets.proposals``)."""
+
+    backbone: str = Field(default="regnetx_002", min_length=1,
+                          description="timm backbone; its level at stride feature_stride is pooled (paper: "
+                                      "ResNet18-WS, a ResNet-18 with a dilated C5 at stride 8)")
+    backbone_init: BackboneInit = "pretrain"
+    proposal_colour_spaces: list[Literal["rgb", "hsv", "lab"]] = Field(
+        default=["rgb", "lab"], min_length=1,
+        description="colour spaces of the selective-search grouping (MCG stand-in; full: rgb, hsv, lab)")
+    proposal_scales: list[Annotated[float, Field(gt=0)]] = Field(
+        default=[100.0, 200.0], min_length=1,
+        description="Felzenszwalb-Huttenlocher scales k (× image side / 500) of the grouping (full: 50, 100, 200)")
+    proposal_sigma: float = Field(default=0.8, gt=0, description="Gaussian pre-smoothing of the superpixels")
+    checkpoint_every: int = Field(default=100, ge=0, description="resumable training checkpoint every N steps "
+                                                                 "(0 = none)")
+
+    @model_validator(mode="after")
+    def _a_valid_config(self) -> "JtsmParams":
+        """The config's own checks (ranges, choices), naming the key: ``jtsm.pooling: 'x' is not one of ...``."""
+        import dataclasses
+
+        config = _jtsm_config()
+        config(**{f.name: getattr(self, f.name) for f in dataclasses.fields(config)})
+        return self
 
 
 class MaskRCNNParams(Section):
@@ -566,7 +637,8 @@ class Params(Section):
         trained = set(self.pretrain.backbones)
         users = {"bestie.backbone_init": (self.bestie.backbone_init, self.bestie.backbone),
                  "mdm.backbone_init": (self.mdm.backbone_init, self.mdm.backbone),
-                 "mdm.resnet_backbone_init": (self.mdm.resnet_backbone_init, self.mdm.resnet_backbone)}
+                 "mdm.resnet_backbone_init": (self.mdm.resnet_backbone_init, self.mdm.resnet_backbone),
+                 "jtsm.backbone_init": (self.jtsm.backbone_init, self.jtsm.backbone)}
         for key, (init, name) in users.items():
             if init == "pretrain" and name not in trained:
                 raise ValueError(f"{key}: pretrain needs backbone {name!r} in pretrain.backbones (now "

@@ -99,6 +99,10 @@ class JtsmConfig:
     iterations: int = 100_000
     lr_step: int = 70_000
     batch_size: int = 4
+    train_scales: tuple[int, ...] = tuple(range(480, 1217, 32))
+    """Shorter-side training scales, one drawn per batch (paper: "480 to 1,216 with stride 32")."""
+    train_flip: bool = True
+    """Random horizontal flip of each training image (p = 0.5; the release's detectron2 default)."""
     test_scales: tuple[int, ...] = (480, 576, 688, 864, 1200)
     """Shorter-side test scales, each also flipped (paper); scores are averaged."""
     test_flip: bool = True
@@ -129,8 +133,9 @@ class JtsmConfig:
                 raise ValueError(f"jtsm.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.tps_control_points < 4:
             raise ValueError("jtsm.tps_control_points must be >= 4")
-        if not self.test_scales or any(s < 1 for s in self.test_scales):
-            raise ValueError(f"jtsm.test_scales must be positive sizes, got {self.test_scales}")
+        for name in ("train_scales", "test_scales"):
+            if not getattr(self, name) or any(s < 1 for s in getattr(self, name)):
+                raise ValueError(f"jtsm.{name} must be positive sizes, got {getattr(self, name)}")
 
     @classmethod
     def release(cls, **overrides: object) -> JtsmConfig:

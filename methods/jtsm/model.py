@@ -50,13 +50,16 @@ class JtsmNet(nn.Module):
         self.refine_classes = num_things + num_stuff if config.refine_stuff else num_things
         self.refine = RefineHeads(config.fc_dim, self.refine_classes, config.n_refine)
         self.instance = InstanceMaskHead(channels, config.mask_head_dim, num_things)
-        self.semantic = SemanticHead(channels, config.mask_head_dim, num_stuff)
+        # a things-only network (the instance and WSOD settings, Sec. 4.3-4.4) has no semantic branch
+        self.semantic = SemanticHead(channels, config.mask_head_dim, num_stuff) if num_stuff else None
 
     def forward(self, images: torch.Tensor, segments: SegmentBatch) -> JtsmOutputs:
         features = self.backbone(images)[-1]
         x = self.proposal_features(pool_proposals(features, segments, self.config))
         mil_scores, image_scores = self.mil(x, segments.batch_index, images.shape[0])
-        return JtsmOutputs(features, mil_scores, image_scores, self.refine(x), self.semantic(features))
+        semantic = self.semantic(features) if self.semantic is not None else \
+            features.new_zeros(features.shape[0], 0, *features.shape[2:])
+        return JtsmOutputs(features, mil_scores, image_scores, self.refine(x), semantic)
 
     def proposal_scores(self, outputs: JtsmOutputs) -> torch.Tensor:
         """(N, n^c) test scores: the mean of the refinement heads' softmax foreground scores (Sec. 3.2);
@@ -90,7 +93,7 @@ class JtsmNet(nn.Module):
                                      threshold=cfg.refine_iou_threshold, overlap=cfg.refine_iou)
             losses[f"refine{r + 1}"] = refine_loss(logits, targets)
             previous = torch.softmax(logits.detach(), 1)[:, :-1]
-        if cfg.loss_instance or cfg.loss_semantic:
+        if cfg.loss_instance or (cfg.loss_semantic and self.num_stuff):
             scores = self.proposal_scores(JtsmOutputs(out.features, out.mil_scores.detach(), image_scores,
                                                       [s.detach() for s in out.refine_logits], out.semantic_logits))
             if cfg.reestimate and rgb is None:
@@ -104,7 +107,7 @@ class JtsmNet(nn.Module):
                 logits = self.instance_masks(out.features, segments.boxes[t.proposals],
                                              segments.batch_index[t.proposals])
                 losses["instance"] = instance_mask_loss(logits, t.classes, t.masks, t.weights)
-            if cfg.loss_semantic:
+            if cfg.loss_semantic and self.num_stuff:
                 target = semantic_targets(pseudo, num_things=self.num_things, batch_size=images.shape[0])
                 losses["semantic"] = semantic_loss(out.semantic_logits, target)
         return losses
