@@ -211,7 +211,7 @@ def sample_arrays(samples: list[Any]) -> Iterator[np.ndarray]:
 def checkpointing(run: RunFolder, name: str, config: Any, samples: list[Any], every: int) -> Any:
     """Resumable training state ``<partial>/<name>.pt`` every ``every`` steps (None when 0), fingerprinted by
     the training config and the bytes of the samples it trains on."""
-    from methods.bestie.train import Checkpointing
+    from methods.checkpointing import Checkpointing
 
     if not every:
         return None

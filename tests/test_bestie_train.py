@@ -122,7 +122,7 @@ def test_curve_steps_are_evenly_spaced_and_end_at_the_last_step() -> None:
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_uninterrupted_weights(tmp_path) -> None:
-    from methods.bestie.train import Checkpointing
+    from methods.checkpointing import Checkpointing
 
     config = replace(CONFIG, iterations=5)
     checkpointing = Checkpointing(tmp_path / "last.pt", fingerprint="run-a", every=2)
@@ -145,7 +145,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_uninterrupted_wei
 
 
 def test_a_checkpoint_of_another_run_is_ignored(tmp_path) -> None:
-    from methods.bestie.train import Checkpointing
+    from methods.checkpointing import Checkpointing
 
     config = replace(CONFIG, iterations=3)
     torch.set_num_threads(2)
@@ -159,7 +159,7 @@ def test_a_checkpoint_of_another_run_is_ignored(tmp_path) -> None:
 
 
 def test_a_finished_checkpoint_gives_its_weights_without_training(tmp_path) -> None:
-    from methods.bestie.train import Checkpointing
+    from methods.checkpointing import Checkpointing
 
     config = replace(CONFIG, iterations=3)
     checkpointing = Checkpointing(tmp_path / "last.pt", fingerprint="run-a", every=10)  # saved at the last step

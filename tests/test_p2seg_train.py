@@ -130,7 +130,7 @@ def test_the_stage_config_reads_mdm_and_the_sweep_fixes_the_ratio() -> None:
 
 def test_a_rerun_of_two_checkpointed_stages_resumes_both_to_the_same_weights(tmp_path) -> None:
     """Each stage checkpoints under its own name; a finished stage reloads instead of re-training."""
-    from methods.bestie.train import Checkpointing
+    from methods.checkpointing import Checkpointing
 
     config = replace(CONFIG, stages=2, bestie=replace(BESTIE, iterations=2))
     images, maps, points, classes = _tiny_set()

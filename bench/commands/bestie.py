@@ -272,7 +272,7 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-_CODE = ("bench/bestie_family.py", "methods/bestie", "methods/backbones.py")
+_CODE = ("bench/bestie_family.py", "methods/bestie", "methods/backbones.py", "methods/checkpointing.py")
 _IMAGE_DEPS = ("runs/voc/pretrain", "runs/voc/wsss/cam/seed0", "runs/voc/wsss/pam/seed0")
 PRODUCER = register(Producer(
     name="bestie", title="BESTIE", paper="bestie", sections=("bestie",), code=_CODE,

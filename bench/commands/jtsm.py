@@ -144,7 +144,8 @@ def _run_proposals(ctx: Any, run: RunFolder) -> None:
 
 
 def _run_training(args: argparse.Namespace, ctx: Any, variant: Variant, run: RunFolder) -> None:
-    from methods.jtsm.train import Checkpointing, Sample, predict, train_jtsm
+    from methods.checkpointing import Checkpointing
+    from methods.jtsm.train import Sample, predict, train_jtsm
 
     p = ctx.params.jtsm
     config = make_jtsm_config(p, variant.options)
@@ -244,7 +245,8 @@ def _groups(slot: str) -> tuple[StageGroup, ...]:
 
 PRODUCER = register(Producer(
     name="jtsm", title="JTSM", paper="jtsm", sections=("jtsm",),
-    code=("bench/jtsm_outputs.py", "methods/jtsm", "methods/backbones.py", "datasets/proposals.py"),
+    code=("bench/jtsm_outputs.py", "methods/jtsm", "methods/backbones.py", "methods/checkpointing.py",
+          "datasets/proposals.py"),
     variants={name: v.rows for name, v in VARIANTS.items()},
     same_runs={f"nr-{DEFAULT_NR}": SameRun("panoptic", "jtsm.n_refine", DEFAULT_NR)},
     groups=_groups("voc") + _groups("coco")), __name__)

@@ -208,7 +208,8 @@ def _handle(args: argparse.Namespace) -> int:
 _TRAIN_DEPS = ("data/points/voc", "runs/voc/pretrain", "runs/voc/wsss/points-partial/seed${item.seed}")
 PRODUCER = register(Producer(
     name="p2seg", title="P2Seg", paper="p2seg", sections=("mdm", "bestie"),
-    code=("bench/bestie_family.py", "methods/bestie", "methods/p2seg", "methods/backbones.py"),
+    code=("bench/bestie_family.py", "methods/bestie", "methods/p2seg", "methods/backbones.py",
+          "methods/checkpointing.py"),
     variants={name: v.rows for name, v in VARIANTS.items()},
     # the sweep's row at the default ratio is the default run: trained once
     same_runs={f"hpr-{r}": SameRun("hrnet", "mdm.hard_pixel_ratio", float(r)) for r in SWEEP_RATIOS},

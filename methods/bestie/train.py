@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Sequence, get_args
 
 import cv2
@@ -24,6 +22,7 @@ import numpy as np
 import torch
 
 from methods.backbones import IMAGENET_MEAN, normalize_images
+from methods.checkpointing import Checkpointing
 from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .augment import distort, sample_distortion, sample_scale
@@ -34,7 +33,7 @@ from .transfer import ImageTargets, OffsetTarget, TransferStats, gaussian_center
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "Checkpointing", "build_pseudo_targets",
+__all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "build_pseudo_targets",
            "targets_from_instances", "transfer_samples",
            "train_bestie", "image_batches", "predict_outputs", "infer_instances", "annotated_instances",
            "refined_instances",
@@ -332,42 +331,6 @@ class TrainBatch:
 ExtraLoss = Callable[[dict[str, torch.Tensor], TrainBatch], dict[str, torch.Tensor]]
 
 
-@dataclass(frozen=True)
-class Checkpointing:
-    """Resumable training: every ``every`` steps and at the last one, the whole training state
-    (weights, optimizer, schedule, AMP scaler, the NumPy and torch RNGs, the rest of the data order)
-    is written atomically to ``path``; a run started with a checkpoint of the same ``fingerprint``
-    continues from it (a finished one just loads its weights) and ends with the weights of an
-    uninterrupted run. A checkpoint with another fingerprint (other config or data) is ignored and
-    overwritten."""
-
-    path: Path
-    fingerprint: str
-    every: int
-
-    def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"checkpoint every must be >= 1 step, got {self.every}")
-
-
-def _resume(checkpointing: Checkpointing | None, iterations: int) -> dict[str, Any] | None:
-    if checkpointing is None or not checkpointing.path.is_file():
-        return None
-    state = torch.load(checkpointing.path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != checkpointing.fingerprint or not 0 < int(state.get("step", 0)) <= iterations:
-        log.warning("ignoring checkpoint %s: it belongs to another configuration or data", checkpointing.path)
-        return None
-    log.info("resuming from %s (step %d of %d)", checkpointing.path, int(state["step"]), iterations)
-    return state
-
-
-def _save(checkpointing: Checkpointing, state: dict[str, Any]) -> None:
-    checkpointing.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = checkpointing.path.with_name(checkpointing.path.name + ".tmp")
-    torch.save({"fingerprint": checkpointing.fingerprint, **state}, tmp)
-    os.replace(tmp, checkpointing.path)
-
-
 def lr_factor(step: int, config: BestieConfig) -> float:
     """Linear warm-up from ``warmup_factor`` over ``warmup_iterations`` (release), then poly
     (1 − step/iterations)^power (paper and release); ``step`` counts from 0."""
@@ -433,7 +396,7 @@ def train_bestie(
     order: list[int] = []
     refine_from = int(math.floor(config.refine_start * config.iterations)) + 1
     start = 1
-    state = _resume(checkpointing, config.iterations)
+    state = checkpointing.load(config.iterations) if checkpointing is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -504,7 +467,7 @@ def train_bestie(
                 on_checkpoint(step, model)
                 model.train()
             if checkpointing is not None and (step % checkpointing.every == 0 or step == config.iterations):
-                _save(checkpointing, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                checkpointing.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                                       "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                                       "order": order})

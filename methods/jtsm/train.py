@@ -19,11 +19,9 @@ No pipeline imports: numpy, opencv, torch, timm, tqdm and ``methods.backbones`` 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from methods.backbones import feature_extractor, load_backbone_weights, normalize_images
+from methods.checkpointing import Checkpointing
 from methods.jtsm.config import JtsmConfig
 from methods.jtsm.inference import average_over_views
 from methods.jtsm.model import JtsmNet
@@ -41,7 +40,7 @@ from methods.runtime import deterministic, mixed_precision, resolve_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpointing", "ImagePrediction", "Proposals", "Sample", "build_model", "predict", "proposal_masks",
+__all__ = ["ImagePrediction", "Proposals", "Sample", "build_model", "predict", "proposal_masks",
            "stuff_map_from_proposals", "train_jtsm"]
 
 #: One image's proposals: (superpixels (H, W) int, members [superpixel ids of each proposal], boxes (N, 4)
@@ -58,38 +57,6 @@ class Sample:
     image: np.ndarray
     proposals: Proposals
     labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class Checkpointing:
-    """Every ``every`` steps and at the last one, the whole training state (weights, optimizer, schedule,
-    AMP scaler, NumPy and torch RNGs, the rest of the epoch's order) is written atomically to ``path``; a
-    run that finds a checkpoint of the same ``fingerprint`` continues from it to the weights of an
-    uninterrupted run. Another fingerprint (config or data) is ignored and overwritten."""
-
-    path: Path
-    fingerprint: str
-    every: int
-
-    def __post_init__(self) -> None:
-        if self.every < 1:
-            raise ValueError(f"checkpoint every must be >= 1 step, got {self.every}")
-
-    def load(self, iterations: int) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != self.fingerprint or not 0 < int(state.get("step", 0)) <= iterations:
-            log.warning("ignoring checkpoint %s: it belongs to another configuration or data", self.path)
-            return None
-        log.info("resuming from %s (step %d of %d)", self.path, int(state["step"]), iterations)
-        return state
-
-    def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save({"fingerprint": self.fingerprint, **state}, tmp)
-        os.replace(tmp, self.path)
 
 
 # ---------------------------------------------------------------------------------------------

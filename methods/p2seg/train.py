@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from methods.bestie import Instance
 from methods.bestie.train import (
     BestieConfig,
-    Checkpointing,
     ExtraLoss,
     Sample,
     TrainBatch,
@@ -47,6 +46,7 @@ from methods.bestie.train import (
     transfer_samples,
 )
 from methods.bestie.transfer import OffsetTarget
+from methods.checkpointing import Checkpointing
 
 from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
 from .model import P2SegNet
