@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bench.commands import COMMANDS, Command, params_argument
+from bench.config.loader import flatten
 from bench.io import atomic_path, write_text
 from bench.methods import PRODUCERS, rows_of, variant_runs
 from bench.paths import METRICS, REPORTS, SPECS
@@ -81,15 +82,9 @@ def reference_section(slots: dict[str, str], metrics_root: Path) -> tuple[str, l
 def same_runs(params: dict[str, Any]) -> dict[tuple[str, str], str]:
     """(method, variant) → the variant whose run it is under ``params`` (a row that equals another is the same
     run: :attr:`bench.methods.Producer.same_runs`)."""
-    found = {}
-    for name, producer in PRODUCERS.items():
-        for variant, rule in producer.same_runs.items():
-            node: Any = params
-            for part in rule.param.split("."):
-                node = node[part]
-            if node == rule.value:
-                found[(name, variant)] = rule.variant
-    return found
+    flat = flatten(params)
+    return {(name, variant): rule.variant for name, producer in PRODUCERS.items()
+            for variant, rule in producer.same_runs.items() if flat[rule.param] == rule.value}
 
 
 def _flush_tracking() -> None:
