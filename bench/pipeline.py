@@ -111,7 +111,7 @@ def report_stage() -> dict[str, Any]:
                      *(f"metrics/{slot}" for slot in SLOTS), "metrics/pretrain"],
             "params": ["profile", "data", "report", *sections],
             "outs": [{f"reports/{name}": {"cache": False}} for name in
-                     ("index.md", "reference.md", *spec_papers, "plots")]}
+                     ("index.md", "leaderboard.md", "reference.md", *spec_papers, "plots")]}
 
 
 def generate() -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Report rendering: Reported | Reproduced | Δ cells, seeds as mean ± std, claims, sweeps, self-check."""
+"""Report rendering: the paper's number beside the reproduced one (Δ on real-data profiles), seeds as mean ± std,
+noise-aware claims, reported-only rows in one line, sweeps, self-check."""
 
 import json
 from dataclasses import replace
@@ -36,22 +37,38 @@ def _metrics(root: Path, variant: str, seed: int, value: float, method: str = "p
 
 def _ctx(root: Path, profile: str = "embedded") -> RenderContext:
     return RenderContext(profile=profile, slot_datasets={"voc": "synth-voc", "coco": "synth-coco"}, seeds=[0, 1],
-                         commit="deadbeef", decimals=1, switches={}, metrics_root=root, papers=papers(SPECS))
+                         decimals=1, switches={}, metrics_root=root, papers=papers(SPECS))
 
 
-def test_cells_show_reported_reproduced_and_delta(tmp_path):
+def test_cells_show_reported_reproduced_and_delta_on_a_real_data_profile(tmp_path):
     _metrics(tmp_path, "a", 0, 60.0)
-    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path, "voc")).markdown
+    assert "| Row | mAP50 paper | mAP50 reproduced | Δ | Status |" in md
     assert "| ratio 0.1 | 52.0 | 60.0 | +8.0 | reproduced |" in md
     assert "| ratio 0.2 | 50.8 | – |  | pending (p2seg/b) |" in md
-    assert "| Other method | 40.0 | – |  | reported-only |" in md
+
+
+def test_a_synthetic_profile_has_no_delta_column(tmp_path):
+    _metrics(tmp_path, "a", 0, 60.0)
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    assert "| Row | mAP50 paper | mAP50 reproduced | Status |" in md
+    assert "| ratio 0.1 | 52.0 | 60.0 | reproduced |" in md and "Δ |" not in md
+
+
+def test_reported_only_rows_are_one_line_that_cites_them(tmp_path):
+    spec = json.loads(json.dumps(SPEC))
+    spec["rows"].append({"id": "d", "label": "Another [7]", "reported": {}, "reproduce": "reported-only"})
+    md = render_table(TableSpec.model_validate(spec), _ctx(tmp_path)).markdown
+    assert "| Other method |" not in md
+    assert "Reported only — methods the harness does not run, the paper's numbers (mAP50): Other method (40.0); " \
+           "Another [7] (–).\n" in md
 
 
 def test_a_row_the_profile_does_not_run_says_so_and_how_to_run_it(tmp_path):
     ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, runs={("voc", "p2seg"): {"a"}})
     md = render_table(TableSpec.model_validate(SPEC), ctx).markdown
-    assert "| ratio 0.1 | 52.0 | – |  | pending (p2seg/a) |" in md  # run by the profile, no metrics yet
-    assert "| ratio 0.2 | 50.8 | – |  | not run in this profile: `bench params use embedded-full` |" in md
+    assert "| ratio 0.1 | 52.0 | – | pending (p2seg/a) |" in md  # run by the profile, no metrics yet
+    assert "| ratio 0.2 | 50.8 | – | not run in this profile: `bench params use embedded-full` |" in md
 
 
 def test_a_row_that_is_another_rows_run_reads_that_runs_metrics(tmp_path):
@@ -59,13 +76,13 @@ def test_a_row_that_is_another_rows_run_reads_that_runs_metrics(tmp_path):
     ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, runs={("voc", "p2seg"): {"a"}},
                   same_runs={("p2seg", "b"): "a"})
     md = render_table(TableSpec.model_validate(SPEC), ctx).markdown
-    assert "| ratio 0.2 | 50.8 | 60.0 | +9.2 | reproduced |" in md
+    assert "| ratio 0.2 | 50.8 | 60.0 | reproduced |" in md
 
 
 def test_a_row_needing_a_users_input_names_it(tmp_path):
     ctx = replace(_ctx(tmp_path), sections_of={"p2seg": "mdm"}, external={("p2seg", "b"): "your maps"})
     md = render_table(TableSpec.model_validate(SPEC), ctx).markdown
-    assert "| ratio 0.2 | 50.8 | – |  | needs external input: your maps |" in md
+    assert "| ratio 0.2 | 50.8 | – | needs external input: your maps |" in md
 
 
 def test_the_header_cites_the_paper_by_title_and_arxiv_id(tmp_path):
@@ -79,7 +96,7 @@ def test_the_header_cites_the_paper_by_title_and_arxiv_id(tmp_path):
 def test_several_seeds_show_mean_and_sample_std(tmp_path):
     _metrics(tmp_path, "a", 0, 60.0)
     _metrics(tmp_path, "a", 1, 62.0)
-    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
+    md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path, "voc")).markdown
     # mean 61, sample std sqrt(((60-61)^2 + (62-61)^2) / 1) = 1.414
     assert "| ratio 0.1 | 52.0 | 61.0 ± 1.4 | +9.0 | reproduced |" in md
 
@@ -89,7 +106,8 @@ def test_claims_are_judged_on_paper_and_reproduced_numbers(tmp_path):
     _metrics(tmp_path, "b", 0, 45.0)
     outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
     assert [(on_paper, ours) for _, on_paper, ours in outcome.claims] == [("held", "not held")]
-    assert "| a beats b | held | not held |" in outcome.markdown
+    assert "| a beats b | held | not held (single seed) · Δ -5.0 |" in outcome.markdown
+    assert "|Δ| ≤ 2·SE is *within noise*" in outcome.markdown  # the rule is stated under the claims
 
 
 def test_a_claim_on_a_harness_row_is_not_judged_on_the_papers_numbers(tmp_path):
@@ -115,11 +133,12 @@ def test_synthetic_profiles_carry_the_not_comparable_note_and_paper_profiles_do_
     assert "not comparable" not in render_table(spec, _ctx(tmp_path, "voc")).markdown
 
 
-def test_header_names_profile_dataset_seeds_and_commits(tmp_path):
+def test_header_names_profile_dataset_and_seeds_and_the_provenance_what_the_runs_recorded(tmp_path):
     _metrics(tmp_path, "a", 0, 60.0)
     md = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path)).markdown
-    assert "slot `voc` = `synth-voc` · profile `embedded` · seeds [0, 1]" in md
-    assert "Rendered at commit `deadbeef`; metrics from commit(s) `abc`" in md
+    assert "slot `voc` = `synth-voc` · profile `embedded` · seeds [0, 1]\n" in md
+    assert "## Provenance\n\n- Recorded by the runs: commit `abc`.\n- Not recorded by the runs (run.json / the " \
+           "metrics' provenance): dirty tree, python, torch, timm, numpy, device, AMP, CPU threads, host.\n" in md
 
 
 def test_sweep_points_are_ordered_by_x_with_pending_points_empty(tmp_path):
@@ -161,8 +180,8 @@ def test_index_counts_rows_and_claims(tmp_path):
     _metrics(tmp_path, "b", 0, 45.0)
     outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
     index = render_index([outcome], _ctx(tmp_path), "")
-    assert "**1 tables, 3 rows: 2 reproduced, 0 not run in this profile, 0 pending; claims: 1 held, 0 not held, " \
-           "0 pending.**" in index
+    assert "**1 tables, 3 rows: 2 reproduced, 0 not run in this profile, 0 pending, 1 reported only; claims: 1 held, " \
+           "0 not held, 0 within noise, 0 pending, 0 not testable here.**" in index
 
 
 def test_index_counts_rows_the_profile_does_not_run_apart_from_pending_ones(tmp_path):
@@ -200,7 +219,7 @@ def _write(root: Path, method: str, variant: str, metrics: dict) -> None:
 def test_a_column_taken_from_another_experiment_reads_that_experiments_metrics(tmp_path):
     _write(tmp_path, "wsss", "pam", {"semantic.mIoU": 55.0})
     _write(tmp_path, "bestie", "image", {"voc.mAP50": 30.0, "semantic.mIoU": 99.0})
-    md = render_table(TableSpec.model_validate(SPEC_WITH_COLUMN_SOURCE), _ctx(tmp_path)).markdown
+    md = render_table(TableSpec.model_validate(SPEC_WITH_COLUMN_SOURCE), _ctx(tmp_path, "voc")).markdown
     # mIoU from wsss/pam (55.0), not the row's own semantic.mIoU (99.0); mAP50 from bestie/image
     assert "| PAM maps | 70.0 | 55.0 | -15.0 | 41.8 | 30.0 | -11.8 | reproduced |" in md
 
@@ -208,7 +227,7 @@ def test_a_column_taken_from_another_experiment_reads_that_experiments_metrics(t
 def test_a_row_with_only_some_sources_run_is_partial(tmp_path):
     _write(tmp_path, "wsss", "pam", {"semantic.mIoU": 55.0})
     outcome = render_table(TableSpec.model_validate(SPEC_WITH_COLUMN_SOURCE), _ctx(tmp_path))
-    assert "| PAM maps | 70.0 | 55.0 | -15.0 | 41.8 | – |  | partial (pending: bestie/image) |" in outcome.markdown
+    assert "| PAM maps | 70.0 | 55.0 | 41.8 | – | partial (pending: bestie/image) |" in outcome.markdown
     assert (outcome.rows_reproduced, outcome.rows_pending) == (0, 1)
 
 
@@ -271,3 +290,155 @@ def test_a_figure_may_only_plot_a_metric_recorded_over_training():
 
     with pytest.raises(ValueError, match="metric"):
         FigureSpec.model_validate({**FIGURE, "metric": "voc.mAP50"})
+
+
+def _seeds(root: Path, variant: str, values: list[float]) -> None:
+    for seed, value in enumerate(values):
+        _metrics(root, variant, seed, value)
+
+
+def test_a_difference_inside_two_standard_errors_is_within_noise(tmp_path):
+    # a: 60, 62 (mean 61, s 1.414); b: 58, 62 (mean 60, s 2.828): SE = sqrt(2/2 + 8/2) = 2.236, |Δ| = 1 ≤ 4.47
+    _seeds(tmp_path, "a", [60.0, 62.0])
+    _seeds(tmp_path, "b", [58.0, 62.0])
+    outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
+    assert [ours for _, _, ours in outcome.claims] == ["within noise"]
+    assert "| a beats b | held | within noise · Δ +1.0, SE 2.2 (n ≥ 2) |" in outcome.markdown
+
+
+def test_a_difference_beyond_two_standard_errors_decides_the_claim(tmp_path):
+    # a: 60, 62; b: 50, 52: Δ = 10, SE = sqrt(2/2 + 2/2) = 1.414, 10 > 2.83 → held
+    _seeds(tmp_path, "a", [60.0, 62.0])
+    _seeds(tmp_path, "b", [50.0, 52.0])
+    outcome = render_table(TableSpec.model_validate(SPEC), _ctx(tmp_path))
+    assert "| a beats b | held | held · Δ +10.0, SE 1.4 (n ≥ 2) |" in outcome.markdown
+
+
+def test_a_verdict_with_one_seed_on_a_side_says_single_seed():
+    from bench.report.metrics import Aggregate
+    from bench.report.verdicts import judge_seeds
+
+    claim = Claim(text="x", left="a", op=">", right="b", metric="voc.mAP50")
+    verdict = judge_seeds(claim, Aggregate(61.0, 1.4, 2), Aggregate(60.0, None, 1))
+    assert (verdict.word, verdict.single_seed, verdict.text(1)) == ("held", True, "held (single seed) · Δ +1.0")
+    near = Claim(text="x", left="a", op="~", right="b", metric="voc.mAP50", tolerance=0.5)
+    # |Δ| = 2 > tolerance 0.5 but ≤ 2·SE = 2·sqrt(2/2 + 2/2) = 2.83: a "~" claim holds
+    assert judge_seeds(near, Aggregate(62.0, 1.414, 2), Aggregate(60.0, 1.414, 2)).word == "held"
+
+
+def test_a_claim_on_a_reported_only_row_is_not_testable_here(tmp_path):
+    spec = {**SPEC, "claims": [{"text": "a beats the other method", "left": "a", "op": ">", "right": "c",
+                                "metric": "voc.mAP50"}]}
+    _metrics(tmp_path, "a", 0, 60.0)
+    outcome = render_table(TableSpec.model_validate(spec), _ctx(tmp_path))
+    assert [ours for _, _, ours in outcome.claims] == ["not testable here"]
+    assert "| a beats the other method | held | not testable here |" in outcome.markdown
+
+
+BASELINE_SPEC = {
+    "paper": "bestie", "table": "1", "caption": "Points.", "paper_dataset": "VOC val", "reproduced_on": "synth-voc",
+    "columns": [{"key": "voc.mAP50", "label": "mAP50"}, {"key": "voc.mAP75", "label": "mAP75"}],
+    "rows": [{"id": "gt", "label": "Mask R-CNN (full)", "reproduce": {"method": "segmentor", "variant": "mrcnn-gt"}},
+             {"id": "pts", "label": "BESTIE (point)", "reproduce": {"method": "bestie", "variant": "points"}},
+             {"id": "base", "label": "one-point baseline",
+              "reproduce": {"method": "bestie", "variant": "transfer-only"}}],
+}
+
+
+def _roles() -> dict:
+    from bench.report.roles import BASELINE, UPPER_BOUND, WEAK, RunRole
+
+    return {("segmentor", "mrcnn-gt"): RunRole(UPPER_BOUND), ("bestie", "points"): RunRole(WEAK),
+            ("bestie", "transfer-only"): RunRole(BASELINE)}
+
+
+def test_sanity_flags_name_rows_and_numbers(tmp_path):
+    _write(tmp_path, "segmentor", "mrcnn-gt", {"voc.mAP50": 17.6, "voc.mAP75": 2.5})
+    _write(tmp_path, "bestie", "points", {"voc.mAP50": 20.2, "voc.mAP75": 0.4})
+    _write(tmp_path, "bestie", "transfer-only", {"voc.mAP50": 23.6, "voc.mAP75": 0.3})
+    outcome = render_table(TableSpec.model_validate(BASELINE_SPEC), replace(_ctx(tmp_path), roles=_roles()))
+    assert outcome.flags == [
+        "**near zero**: BESTIE (point) — mAP75 0.4 (≤ 1)",
+        "**near zero**: one-point baseline — mAP75 0.3 (≤ 1)",
+        "**below its training-free baseline**: BESTIE (point) < one-point baseline — mAP50 20.2 < 23.6",
+        "**upper bound below a weak row**: Mask R-CNN (full) < BESTIE (point) — mAP50 17.6 < 20.2",
+    ]
+    assert "## Sanity flags\n\n- **near zero**: BESTIE (point)" in outcome.markdown
+    index = render_index([outcome], _ctx(tmp_path), "", leaderboard="leaderboard.md", leaderboard_flags=["x < y"])
+    assert "- [BESTIE Table 1](bestie/table1.md): **upper bound below a weak row**: Mask R-CNN (full)" in index
+    assert "- [Leaderboard](leaderboard.md): x < y\n" in index and "**[Leaderboard](leaderboard.md)**" in index
+
+
+def test_a_weak_segmentor_row_is_compared_with_a_baseline_of_its_kind_only():
+    from bench.report.flags import ScoredRow, row_flags
+    from bench.report.metrics import Aggregate
+
+    def row(label: str, role: str, kind: str, value: float) -> ScoredRow:
+        return ScoredRow(label, role, kind, "voc", {"voc.mAP50": Aggregate(value, None, 1)})
+
+    rows = [row("baseline", "baseline", "direct", 30.0), row("method†", "weak", "segmentor", 20.0),
+            row("method", "weak", "direct", 25.0)]
+    assert row_flags(rows, {"voc.mAP50": "mAP50"}, 1) == [
+        "**below its training-free baseline**: method < baseline — mAP50 25.0 < 30.0"]
+
+
+def test_a_curve_that_falls_to_zero_after_its_peak_is_flagged():
+    from bench.report.flags import curve_flags
+    from bench.report.metrics import Aggregate
+
+    def curve(values: list[float]) -> list:
+        return [(50 * i, Aggregate(v, None, 1)) for i, v in enumerate(values)]
+
+    flags = curve_flags({"image": curve([300, 412, 0, 0, 0]), "points": curve([308, 564, 553]),
+                         "dip": curve([100, 0, 80])}, "pseudo.tp50", 1)
+    assert flags == ["**curve collapses**: image — 412 at step 50, then 0 at step 100, 0 at step 150, 0 at step 200"]
+
+
+def test_the_roles_come_from_the_registrys_descriptions_and_segmentor_rows_take_their_sources():
+    from bench.methods import Producer, StageGroup, segmentor_group
+    from bench.report.roles import run_roles
+
+    method = Producer(name="m", title="M", sections=(), code=(), paper="m",
+                      variants={"net": "T1 row", "rule": "training-free baseline: a rule"},
+                      groups=(StageGroup("g", "voc", ("net", "rule")),
+                              segmentor_group("s", "m", "voc", ("net", "rule"))))
+    gt = Producer(name="seg", title="S", sections=(), code=(),
+                  variants={"gt": "trained on the ground truth: the fully supervised upper bound"})
+    roles = run_roles([method, gt], [(method, g) for g in method.groups],
+                      {"m": {"net", "rule", "net-mrcnn", "rule-mrcnn"}, "seg": {"gt"}})
+    assert {k: (r.role, r.kind) for k, r in roles.items()} == {
+        ("m", "net"): ("weak", "direct"), ("m", "rule"): ("baseline", "direct"),
+        ("m", "net-mrcnn"): ("weak", "segmentor"), ("m", "rule-mrcnn"): ("baseline", "segmentor"),
+        ("seg", "gt"): ("upper bound", "direct")}
+
+
+def test_a_sweep_csv_leaves_the_std_of_a_single_seed_empty(tmp_path):
+    from bench.report.render import sweep_csv
+
+    _metrics(tmp_path, "a", 0, 60.0)
+    _seeds(tmp_path, "b", [48.0, 50.0])
+    lines = sweep_csv(sweep_rows(TableSpec.model_validate(SPEC), _ctx(tmp_path))).splitlines()
+    assert lines == ["row,x,reported,reproduced,reproduced_std,n,this_experiment", "a,0.1,52.0,60.0,,1,False",
+                     "b,0.2,50.8,49.0,1.4142135623730951,2,False"]
+
+
+def test_reference_rows_print_counts_as_integers(tmp_path):
+    path = tmp_path / "voc" / "reference" / "ground-truth" / "seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"metrics": {"pseudo.n_iou50": 968.0, "voc.mAP50": 100.0}}))
+    text, _ = reference_section({"voc": "synth-voc"}, tmp_path)
+    assert "| pseudo.n_iou50 | 968 | – |" in text and "| voc.mAP50 | 100.00 | – |" in text
+
+
+def test_plots_are_written_for_sweeps_and_figures_with_every_series(tmp_path):
+    from bench.report.render import plot_figure, plot_sweep, render_figure
+    from bench.report.specs import FigureSpec
+
+    _seeds(tmp_path, "a", [60.0, 62.0])
+    spec = TableSpec.model_validate(SPEC)
+    plot_sweep(spec, sweep_rows(spec, _ctx(tmp_path)), tmp_path / "sweep.png", "P2Seg")
+    _curve(tmp_path, "image", 0, [[0, 10], [50, 20]])
+    _curve(tmp_path, "abl-pam-iag", 0, [[0, 10], [50, 20]])  # the same numbers: drawn side by side, both visible
+    shown = render_figure(FigureSpec.model_validate(FIGURE), _ctx(tmp_path), plot="x.png")
+    plot_figure(shown, tmp_path / "figure.png", "BESTIE")
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "figure.png").stat().st_size > 0

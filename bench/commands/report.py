@@ -13,11 +13,14 @@ from pydantic import BaseModel
 from bench.commands import COMMANDS, Command, params_argument
 from bench.config.loader import flatten
 from bench.io import atomic_path, write_text
-from bench.methods import PRODUCERS, rows_of, variant_runs
-from bench.paths import METRICS, REPORTS, SPECS
+from bench.methods import PRODUCERS, groups, rows_of, variant_runs
+from bench.paths import METRICS, REPORTS, RUNS, SPECS
+from bench.report.leaderboard import entries, plot_leaderboard, render_leaderboard
 from bench.report.metrics import load_experiment
 from bench.report.render import (
+    SYNTHETIC_NOTE,
     RenderContext,
+    format_value,
     plot_figure,
     plot_sweep,
     render_figure,
@@ -26,9 +29,10 @@ from bench.report.render import (
     sweep_csv,
     sweep_rows,
 )
+from bench.report.roles import RunRole, run_roles
 from bench.report.specs import experiment_errors, load_figures, load_specs, papers
+from bench.report.verdicts import WORDS
 from bench.stages.base import declare_stage, run_stage
-from bench.tracking import git_state
 
 log = logging.getLogger(__name__)
 #: The report reads the method sections only to list their paper-vs-release switches (and the same-run rules).
@@ -68,7 +72,7 @@ def reference_section(slots: dict[str, str], metrics_root: Path) -> tuple[str, l
             cells = []
             for variant, result in results.items():
                 agg = result.aggregate(key) if result else None
-                cells.append("–" if agg is None else f"{agg.mean:.2f}")
+                cells.append(format_value(agg.mean if agg else None, 2, key))
                 if variant == "ground-truth" and key.startswith(PERCENT_PREFIXES) and agg is not None \
                         and not math.isclose(agg.mean, 100.0, abs_tol=1e-9):
                     failures.append(f"{slot}: ground-truth {key} = {agg.mean}")
@@ -85,6 +89,24 @@ def same_runs(params: dict[str, Any]) -> dict[tuple[str, str], str]:
     flat = flatten(params)
     return {(name, variant): rule.variant for name, producer in PRODUCERS.items()
             for variant, rule in producer.same_runs.items() if flat[rule.param] == rule.value}
+
+
+def registry_roles() -> tuple[dict[tuple[str, str], RunRole], dict[tuple[str, str], str]]:
+    """Every registered run's role (bench.report.roles) and description: the variant's own, or for a segmentor
+    row ``<variant>-<arch>`` the source's with the segmentor named."""
+    rows = {name: rows_of(name) for name, _ in PRODUCERS.items()}
+    roles = run_roles([p for _, p in PRODUCERS.items()], groups(), rows)
+    descriptions = {}
+    for (method, variant), role in roles.items():
+        producer = PRODUCERS.get(method)
+        if role.segmentor_of is not None:
+            arch = variant.removeprefix(role.segmentor_of + "-")
+            source = producer.variants.get(role.segmentor_of, role.segmentor_of)
+            descriptions[(method, variant)] = f"segmentor ({arch}) on the train labels of {method}/" \
+                                              f"{role.segmentor_of} ({source})"
+        else:
+            descriptions[(method, variant)] = producer.variants.get(variant, "")
+    return roles, descriptions
 
 
 def _flush_tracking() -> None:
@@ -120,14 +142,16 @@ def _handle(args: argparse.Namespace) -> int:
         sections: dict[str, Any] = {name: getattr(p, name) for name in section_names}
         params_tree = {name: getattr(p, name).model_dump(mode="json") for name in ("data", "report", *section_names)}
         slots = {"voc": p.data.voc.source, "coco": p.data.coco.source}
+        roles, descriptions = registry_roles()
         render_ctx = RenderContext(
             profile=ctx.profile, slot_datasets=slots, seeds=list(p.report.seeds),
-            commit=git_state().get("git.commit", "unknown")[:10], decimals=p.report.decimals,
+            decimals=p.report.decimals,
             switches={k: switches_in_effect(v) for k, v in sections.items()}, metrics_root=Path(args.metrics),
             params=params_tree, papers=papers(Path(args.specs)),
             sections_of={name: prod.sections[0] for name, prod in PRODUCERS.items() if prod.sections},
             runs=variant_runs(p.report.variants), same_runs=same_runs(params_tree),
             external={(name, v): text for name, prod in PRODUCERS.items() for v, text in prod.external.items()},
+            roles=roles, runs_root=RUNS,
         )
         out_root = Path(args.out)
         outcomes, figure_outcomes = [], []
@@ -153,14 +177,24 @@ def _handle(args: argparse.Namespace) -> int:
             for shown in figure_outcomes:
                 plot_figure(shown, tmp / f"{shown.spec.paper}_figure{shown.spec.figure}.png",
                             render_ctx.title(shown.spec.paper))
+            found = entries(roles, descriptions, Path(args.metrics), list(slots))
+            plot_leaderboard(found, slots, tmp / "leaderboard.png", f"Leaderboard — profile {ctx.profile}")
+        board = render_leaderboard(found, profile=ctx.profile, seeds=p.report.seeds, slot_datasets=slots,
+                                   runs_root=RUNS, decimals=p.report.decimals, plot="plots/leaderboard.png",
+                                   synthetic_note=SYNTHETIC_NOTE if render_ctx.synthetic else "",
+                                   titles={name: prod.title for name, prod in PRODUCERS.items()})
+        write_text(out_root / "leaderboard.md", board.markdown)
         reference_md, failures = reference_section(slots, Path(args.metrics))
-        write_text(out_root / "index.md", render_index(outcomes, render_ctx, reference_md, figure_outcomes))
+        write_text(out_root / "index.md", render_index(outcomes, render_ctx, reference_md, figure_outcomes,
+                                                       leaderboard="leaderboard.md", leaderboard_flags=board.flags))
         write_text(out_root / "reference.md", "# Reference rows\n\n" + reference_md)
         ctx.run.log_metrics({
             "report.tables": len(outcomes),
             "report.rows_reproduced": sum(o.rows_reproduced for o in outcomes),
-            "report.claims_held": sum(c == "held" for o in outcomes for _, _, c in o.claims),
-            "report.claims_not_held": sum(c == "not held" for o in outcomes for _, _, c in o.claims),
+            **{f"report.claims_{word.replace(' ', '_')}": sum(c == word for o in outcomes for _, _, c in o.claims)
+               for word in WORDS},
+            "report.sanity_flags": sum(len(o.flags) for o in [*outcomes, *figure_outcomes]) + len(board.flags),
+            "report.leaderboard_rows": len(found),
             "report.self_check_failures": len(failures),
         })
         ctx.run.log_artifact(out_root / "index.md")

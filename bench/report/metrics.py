@@ -19,10 +19,11 @@ from bench.paths import METRICS
 
 @dataclass(frozen=True)
 class Aggregate:
-    """A metric over seeds: mean, sample std (0 for one seed) and the number of seeds."""
+    """A metric over seeds: mean, sample standard deviation (None for one seed: no spread to measure) and the
+    number of seeds."""
 
     mean: float
-    std: float
+    std: float | None
     n: int
 
 
@@ -31,7 +32,7 @@ def aggregate(values: list[Any]) -> Aggregate | None:
     numbers = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not numbers:
         return None
-    std = statistics.stdev(numbers) if len(numbers) > 1 else 0.0
+    std = statistics.stdev(numbers) if len(numbers) > 1 else None
     return Aggregate(statistics.fmean(numbers), std, len(numbers))
 
 

@@ -1,5 +1,5 @@
-"""Render the paper tables (Reported | Reproduced | Δ), the index with claims, sweep plots, and the
-figures that plot a metric over training.
+"""Render the paper tables (the paper's number beside the reproduced one; Δ on real-data profiles), the index
+with noise-aware claims and sanity flags, sweep plots, and the figures that plot a metric over training.
 
 Tables are generated only from the specs (``reports/specs``) and the metrics files the
 evaluate stage wrote; nothing here is typed by hand.
@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report.flags import ScoredRow, curve_flags, row_flags
 from bench.report.metrics import Aggregate, ExperimentResult, load_experiment
+from bench.report.provenance import environment, environment_lines
+from bench.report.roles import OTHER, WEAK, RunRole
 from bench.report.specs import COUNT_KEYS, SLOT_OF, Claim, Experiment, FigureSpec, Paper, Row, TableSpec, row_slot
+from bench.report.verdicts import RULE, WORDS, Verdict, judge_seeds
 
 SYNTHETIC_NOTE = (
     "> **Synthetic profile.** These numbers come from the embedded procedurally generated data, "
@@ -32,12 +36,11 @@ NOT_RUN = "not run in this profile: `bench params use embedded-full`"
 
 @dataclass(frozen=True)
 class RenderContext:
-    """What every table header needs: profile, datasets of the slots, seeds, commit, switches in effect."""
+    """What every table header needs: profile, datasets of the slots, seeds, switches in effect."""
 
     profile: str
     slot_datasets: Mapping[str, str]  # slot → dataset source name
     seeds: list[int]
-    commit: str
     decimals: int
     switches: Mapping[str, list[str]]  # params section → "key = value (meaning)" lines
     metrics_root: Path
@@ -50,9 +53,25 @@ class RenderContext:
     same_runs: Mapping[tuple[str, str], str] = field(default_factory=dict)
     #: (method, variant) → the input a user must supply to run it (bench.methods.Producer.external)
     external: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: (method, variant) → what the run is for: weak method, baseline, upper bound (bench.report.roles)
+    roles: Mapping[tuple[str, str], RunRole] = field(default_factory=dict)
+    #: where the run folders are (their timing.json), for the leaderboard's training times
+    runs_root: Path | None = None
 
     def title(self, paper: str) -> str:
         return self.papers[paper].name if paper in self.papers else paper
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the profile runs the embedded synthetic data (its numbers are not comparable to a paper's)."""
+        return self.profile.startswith("embedded") or self.profile == "smoke"
+
+    def role(self, experiment: Experiment) -> RunRole:
+        """The role of an experiment's run; a method pending its implementation (a paper id) is a weak method."""
+        key = (experiment.method, experiment.variant)
+        if key in self.roles:
+            return self.roles[key]
+        return RunRole(WEAK if experiment.method in self.papers or not self.roles else OTHER)
 
     def run_by_profile(self, slot: str, experiment: Experiment) -> bool | None:
         """Whether the active profile runs ``experiment`` on ``slot``; None when its method is not registered
@@ -72,7 +91,7 @@ class RenderContext:
         return node
 
 
-def _fmt(value: float | None, decimals: int, key: str = "") -> str:
+def format_value(value: float | None, decimals: int, key: str = "") -> str:
     """A cell: "–" for none / NaN; a whole count (``key`` in :data:`COUNT_KEYS`) without decimals."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -81,11 +100,15 @@ def _fmt(value: float | None, decimals: int, key: str = "") -> str:
     return f"{value:.{decimals}f}"
 
 
+_fmt = format_value
+
+
 def _fmt_agg(agg: Aggregate | None, decimals: int, key: str = "") -> str:
+    """A reproduced cell: the mean, with ``± std`` when several seeds give a spread."""
     if agg is None:
         return "–"
     text = _fmt(agg.mean, decimals, key)
-    return f"{text} ± {_fmt(agg.std, decimals)}" if agg.n > 1 else text
+    return f"{text} ± {_fmt(agg.std, decimals)}" if agg.std is not None else text
 
 
 @dataclass(frozen=True)
@@ -155,7 +178,7 @@ NOT_IN_PAPER = "– (harness row)"
 
 
 def judge(claim: Claim, left: float | None, right: float | None) -> str:
-    """``held`` / ``not held`` / ``pending`` (a side has no number)."""
+    """A claim on the paper's printed numbers: ``held`` / ``not held`` / ``pending`` (a side has no number)."""
     if left is None or right is None or math.isnan(left) or math.isnan(right):
         return "pending"
     return "held" if _OPS[claim.op](left, right, claim.tolerance) else "not held"
@@ -168,65 +191,111 @@ class TableOutcome:
     rows_total: int
     rows_reproduced: int
     rows_pending: int  # no implementation (or no metrics yet)
-    claims: list[tuple[Claim, str, str]]  # claim, on reported numbers, on reproduced numbers
+    claims: list[tuple[Claim, str, str]]  # claim, on reported numbers, verdict word on reproduced numbers
     rows_not_run: int = 0  # implemented, not run by the active profile (or needing a user's input)
+    flags: list[str] = field(default_factory=list)  # sanity flags (bench.report.flags)
+    rows_reported_only: int = 0  # rows of methods the harness does not run (the paper's numbers only)
+
+
+def _row_label(spec: TableSpec, row: Row, ctx: RenderContext) -> str:
+    label = f"{row.group} · {row.label}" if row.group else row.label
+    if spec.sweep is not None and spec.sweep.current_row == row.id:
+        label += f" (`{spec.sweep.current_param}` = {ctx.param(spec.sweep.current_param)})"
+    return label
+
+
+def _reported_only_line(spec: TableSpec, ctx: RenderContext) -> str:
+    """The rows the harness does not run, in one line that cites them with the paper's numbers."""
+    rows = [r for r in spec.rows if r.reproduce == "reported-only"]
+    if not rows:
+        return ""
+    keys = [c.key for c in spec.columns]
+    cited = [f"{r.label} ({' / '.join(_fmt(r.reported.get(k), ctx.decimals, k) for k in keys)})" for r in rows]
+    return (f"\nReported only — methods the harness does not run, the paper's numbers "
+            f"({' / '.join(c.label for c in spec.columns)}): " + "; ".join(cited) + ".\n")
+
+
+def _scored_rows(spec: TableSpec, results: Mapping[str, RowResults], ctx: RenderContext) -> list[ScoredRow]:
+    """The reproduced rows as the sanity flags read them (role and slot of the row's own experiment)."""
+    scored = []
+    for row in spec.rows:
+        if not isinstance(row.reproduce, Experiment):
+            continue
+        scores = {c.key: agg for c in spec.columns if (agg := results[row.id].aggregate(c.key)) is not None}
+        if scores:
+            role = ctx.role(row.reproduce)
+            scored.append(ScoredRow(_row_label(spec, row, ctx), role.role, role.kind, row_slot(spec, row.reproduce),
+                                    scores, row.reproduce.method))
+    return scored
+
+
+def _claims_section(spec: TableSpec, results: Mapping[str, RowResults], ctx: RenderContext,
+                    out: io.StringIO) -> list[tuple[Claim, str, str]]:
+    """The claims table (the paper's numbers, the noise-aware verdict on the reproduced ones) and the rule."""
+    claims: list[tuple[Claim, str, str]] = []
+    if not spec.claims:
+        return claims
+    out.write("\n## Claims\n\n| Claim | Paper's numbers | Reproduced |\n|---|---|---|\n")
+    rows = {r.id: r for r in spec.rows}
+    for claim in spec.claims:
+        left, right = rows[claim.left], rows[claim.right]
+        harness_side = not (left.reported and right.reported)
+        on_paper = NOT_IN_PAPER if harness_side else judge(
+            claim, left.reported.get(claim.metric), right.reported.get(claim.metric))
+        testable = all(isinstance(r.reproduce, Experiment) for r in (left, right))
+        verdict: Verdict = judge_seeds(claim, results[claim.left].aggregate(claim.metric),
+                                       results[claim.right].aggregate(claim.metric), testable=testable)
+        claims.append((claim, on_paper, verdict.word))
+        out.write(f"| {claim.text} | {on_paper} | {verdict.text(ctx.decimals)} |\n")
+    out.write(f"\n{RULE}\n")
+    return claims
 
 
 def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
+    """Markdown of a paper table: the paper's number beside the reproduced one per column (and their difference Δ
+    on the real-data profiles only), the rows the harness does not run in one line, the claims with
+    noise-aware verdicts, sanity flags, notes and the runs' provenance."""
     results = {row.id: row_results(spec, row, ctx) for row in spec.rows}
     slots = sorted({row_slot(spec, e) for r in spec.rows for e in r.sources([c.key for c in spec.columns])}
                    or {SLOT_OF[spec.reproduced_on]})
-    commits = set().union(*(res.commits for res in results.values()))
     out = io.StringIO()
     title = ctx.title(spec.paper)
     out.write(f"# {title} — Table {spec.table}\n\n*{spec.caption}*\n\n")
     out.write(f"- Paper: {_citation(spec.paper, ctx)} · {spec.paper_dataset}\n")
     out.write("- Reproduced on: " + ", ".join(f"slot `{s}` = `{ctx.slot_datasets.get(s, '?')}`" for s in slots)
-              + f" · profile `{ctx.profile}` · seeds {ctx.seeds}\n")
-    out.write(f"- Rendered at commit `{ctx.commit}`; metrics from commit(s) "
-              + (", ".join(f"`{c}`" for c in sorted(commits)) or "–") + "\n\n")
-    if ctx.profile.startswith("embedded") or ctx.profile == "smoke":
+              + f" · profile `{ctx.profile}` · seeds {ctx.seeds}\n\n")
+    if ctx.synthetic:
         out.write(SYNTHETIC_NOTE + "\n\n")
+    with_delta = not ctx.synthetic
     header = ["Row"] + [d for d in _detail_keys(spec)]
     for col in spec.columns:
-        header += [f"{col.label} reported", f"{col.label} reproduced", "Δ"]
+        header += [f"{col.label} paper", f"{col.label} reproduced"] + (["Δ"] if with_delta else [])
     header.append("Status")
     out.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
     reproduced = pending = not_run = 0
-    for row in spec.rows:
+    for row in (r for r in spec.rows if r.reproduce != "reported-only"):
         result = results[row.id]
         status = result.status
         reproduced += status == "reproduced"
         pending += status.startswith(("pending", "partial"))
         not_run += status.startswith(("not run", "needs"))
-        label = f"{row.group} · {row.label}" if row.group else row.label
-        if spec.sweep is not None and spec.sweep.current_row == row.id:
-            label += f" (`{spec.sweep.current_param}` = {ctx.param(spec.sweep.current_param)})"
-        cells = [label] + [row.details.get(k, "") for k in _detail_keys(spec)]
+        cells = [_row_label(spec, row, ctx)] + [row.details.get(k, "") for k in _detail_keys(spec)]
         for col in spec.columns:
             rep = row.reported.get(col.key)
             agg = result.aggregate(col.key)
-            delta = None if rep is None or agg is None else agg.mean - rep
-            cells += [_fmt(rep, ctx.decimals, col.key), _fmt_agg(agg, ctx.decimals, col.key),
-                      "" if delta is None else f"{delta:+.{ctx.decimals}f}"]
+            cells += [_fmt(rep, ctx.decimals, col.key), _fmt_agg(agg, ctx.decimals, col.key)]
+            if with_delta:
+                cells.append("" if rep is None or agg is None else f"{agg.mean - rep:+.{ctx.decimals}f}")
         cells.append(status)
         out.write("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
-    if any(res.aggregate(c.key) is not None and res.aggregate(c.key).n > 1
-           for res in results.values() for c in spec.columns):
-        out.write("\nReproduced cells with several seeds show mean ± sample standard deviation.\n")
-    claims = []
-    if spec.claims:
-        out.write("\n## Claims\n\n| Claim | Paper's numbers | Reproduced |\n|---|---|---|\n")
-        rows = {r.id: r for r in spec.rows}
-        for claim in spec.claims:
-            harness_side = not (rows[claim.left].reported and rows[claim.right].reported)
-            on_paper = NOT_IN_PAPER if harness_side else judge(
-                claim, rows[claim.left].reported.get(claim.metric), rows[claim.right].reported.get(claim.metric))
-            lagg = results[claim.left].aggregate(claim.metric)
-            ragg = results[claim.right].aggregate(claim.metric)
-            on_ours = judge(claim, lagg.mean if lagg else None, ragg.mean if ragg else None)
-            claims.append((claim, on_paper, on_ours))
-            out.write(f"| {claim.text} | {on_paper} | {on_ours} |\n")
+    out.write(_reported_only_line(spec, ctx))
+    out.write(f"\nReproduced cells: the mean over the seeds that ran, ± the sample standard deviation when more than "
+              f"one did (seeds {ctx.seeds}).\n")
+    claims = _claims_section(spec, results, ctx, out)
+    labels = {c.key: c.label for c in spec.columns}
+    flags = row_flags(_scored_rows(spec, results, ctx), labels, ctx.decimals)
+    if flags:
+        out.write("\n## Sanity flags\n\n" + "".join(f"- {f}\n" for f in flags))
     notes = list(spec.notes)
     for section in sorted({ctx.sections_of[r.reproduce.method] for r in spec.rows
                            if isinstance(r.reproduce, Experiment) and ctx.sections_of.get(r.reproduce.method)}):
@@ -235,7 +304,12 @@ def render_table(spec: TableSpec, ctx: RenderContext) -> TableOutcome:
                      + ("; ".join(lines) if lines else "none declared yet for this component."))
     if notes:
         out.write("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
-    return TableOutcome(spec, out.getvalue(), len(spec.rows), reproduced, pending, claims, not_run)
+    ran = [r for res in results.values() for r in res.results.values() if r is not None]
+    if ran:
+        out.write("\n## Provenance\n\n" + "".join(f"- {line}\n" for line in environment_lines(environment(ran))))
+    reported_only = sum(r.reproduce == "reported-only" for r in spec.rows)
+    return TableOutcome(spec, out.getvalue(), len(spec.rows), reproduced, pending, claims, not_run, flags,
+                        reported_only)
 
 
 def _citation(paper: str, ctx: RenderContext) -> str:
@@ -250,8 +324,9 @@ def _detail_keys(spec: TableSpec) -> list[str]:
 
 
 def sweep_rows(spec: TableSpec, ctx: RenderContext) -> list[dict[str, Any]]:
-    """Points of a sweep table: x, the paper's value and the reproduced mean/std (None if pending);
-    the fixed rows by x, then this experiment's point (``current_row`` at the configured value)."""
+    """Points of a sweep table: x, the paper's value and the reproduced mean, std and number of seeds (None when
+    pending; the std None for one seed); the fixed rows by x, then this experiment's point (``current_row`` at
+    the configured value)."""
     assert spec.sweep is not None
     sweep = spec.sweep
     rows = {r.id: r for r in spec.rows}
@@ -262,13 +337,14 @@ def sweep_rows(spec: TableSpec, ctx: RenderContext) -> list[dict[str, Any]]:
         agg = row_results(spec, rows[row_id], ctx).aggregate(sweep.metric)
         points.append({"row": row_id, "x": x, "reported": rows[row_id].reported.get(sweep.metric),
                        "reproduced": agg.mean if agg else None, "reproduced_std": agg.std if agg else None,
-                       "this_experiment": row_id == sweep.current_row})
+                       "n": agg.n if agg else 0, "this_experiment": row_id == sweep.current_row})
     return points
 
 
 def sweep_csv(points: list[dict[str, Any]]) -> str:
+    """The sweep's points as CSV; an empty cell where there is no number (no std from one seed)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["row", "x", "reported", "reproduced", "reproduced_std",
+    writer = csv.DictWriter(buffer, fieldnames=["row", "x", "reported", "reproduced", "reproduced_std", "n",
                                                 "this_experiment"])
     writer.writeheader()
     for p in points:
@@ -276,39 +352,60 @@ def sweep_csv(points: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path, title: str) -> None:
-    """PNG: the paper's curve and the reproduced points (mean ± std) against the swept parameter."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _seed_note(points: Sequence[Aggregate | None]) -> str:
+    """"error bars: ± std over n seeds" or "one seed: no error bars" for a plot's caption."""
+    ns = sorted({a.n for a in points if a is not None})
+    if not ns:
+        return ""
+    if ns == [1]:
+        return "one seed per point: no error bars"
+    return f"error bars: ± sample std over {'/'.join(map(str, ns))} seeds"
+
+
+def plot_sweep(spec: TableSpec, points: list[dict[str, Any]], path: Path, title: str) -> None:
+    """PNG: two panels over the swept parameter, each with its own plainly labelled axis — the paper's numbers,
+    and the reproduced ones (mean ± std over seeds; this experiment's point starred); legends below the data."""
+    plt = _pyplot()
     assert spec.sweep is not None
-    fig, ax_paper = plt.subplots(figsize=(5, 3.4), dpi=120)
+    label = next(c.label for c in spec.columns if c.key == spec.sweep.metric)
+    fig, (ax_paper, ax_ours) = plt.subplots(1, 2, figsize=(8, 3.6), dpi=120, sharex=True)
     paper = [p for p in points if p["reported"] is not None]
     ax_paper.plot([p["x"] for p in paper], [p["reported"] for p in paper], "o-", color="tab:blue",
-                  label="paper (left axis)")
-    ax_paper.set_xlabel(spec.sweep.x_label)
-    label = next(c.label for c in spec.columns if c.key == spec.sweep.metric)
-    ax_paper.set_ylabel(f"{label} — paper", color="tab:blue")
+                  label="paper (as printed)")
+    ax_paper.set_title("paper", fontsize=9)
+    ax_paper.set_ylabel(label)
     ours = [p for p in points if p["reproduced"] is not None and not p["this_experiment"]]
     mine = [p for p in points if p["reproduced"] is not None and p["this_experiment"]]
-    ax_ours = ax_paper.twinx()
-    ax_ours.set_ylabel(f"{label} — reproduced", color="tab:orange")
     if ours:
         ax_ours.errorbar([p["x"] for p in ours], [p["reproduced"] for p in ours],
-                         yerr=[p["reproduced_std"] or 0 for p in ours], fmt="s--", color="tab:orange",
-                         capsize=3, label="reproduced (right axis)")
+                         yerr=[p["reproduced_std"] or 0 for p in ours], fmt="s--", color="tab:orange", capsize=3,
+                         label="reproduced")
     for p in mine:
-        ax_ours.errorbar([p["x"]], [p["reproduced"]], yerr=[p["reproduced_std"] or 0], fmt="*", markersize=12,
-                         color="tab:red", capsize=3, label=f"this experiment ({spec.sweep.current_param} = {p['x']:g})")
-    if ours or mine:
-        ax_ours.legend(loc="lower right", fontsize=7)
-    else:
+        ax_ours.errorbar([p["x"]], [p["reproduced"]], yerr=[p["reproduced_std"] or 0], fmt="*", markersize=13,
+                         markerfacecolor="none", markeredgewidth=1.5, color="tab:red", capsize=3, zorder=3,
+                         label=f"this experiment ({spec.sweep.current_param} = {p['x']:g})")
+    if not (ours or mine):
         ax_ours.text(0.5, 0.5, "reproduction pending", transform=ax_ours.transAxes, ha="center", color="gray")
-    ax_paper.set_title(f"{title} Table {spec.table}", fontsize=10)
+    note = _seed_note([Aggregate(p["reproduced"], p["reproduced_std"], p["n"]) for p in ours + mine])
+    ax_ours.set_title("reproduced" + (f" ({note})" if note else ""), fontsize=9)
+    ax_ours.set_ylabel(label)
+    for ax in (ax_paper, ax_ours):
+        ax.set_xlabel(spec.sweep.x_label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False)
+    fig.suptitle(f"{title} Table {spec.table}: {label} against {spec.sweep.x_label}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -317,6 +414,7 @@ class FigureOutcome:
     spec: FigureSpec
     markdown: str
     curves: dict[str, list[tuple[int, Aggregate]]]  # series label → (step, aggregate) by step; [] = pending
+    flags: list[str] = field(default_factory=list)  # sanity flags (bench.report.flags)
 
     @property
     def series_reproduced(self) -> int:
@@ -335,7 +433,7 @@ def figure_curves(spec: FigureSpec, ctx: RenderContext) -> dict[str, list[tuple[
 
 def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutcome:
     """Markdown of a figure: what the paper shows, the reproduced curves as a step × series table
-    (mean ± std over seeds), the plot (``plot``: its path relative to the markdown) and the notes."""
+    (mean ± std over seeds), the plot (``plot``: its path relative to the markdown), sanity flags and notes."""
     curves = figure_curves(spec, ctx)
     title = ctx.title(spec.paper)
     out = io.StringIO()
@@ -343,9 +441,9 @@ def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutc
     out.write(f"- Paper: {_citation(spec.paper, ctx)} · {spec.paper_dataset}\n")
     out.write(f"- Reproduced on: slot `{SLOT_OF[spec.reproduced_on]}` = "
               f"`{ctx.slot_datasets.get(SLOT_OF[spec.reproduced_on], '?')}` · profile `{ctx.profile}` · "
-              f"seeds {ctx.seeds} · rendered at commit `{ctx.commit}`\n")
+              f"seeds {ctx.seeds}\n")
     out.write(f"- Metric: `{spec.metric}` ({spec.y_label}) against {spec.x_label}\n\n")
-    if ctx.profile.startswith("embedded") or ctx.profile == "smoke":
+    if ctx.synthetic:
         out.write(SYNTHETIC_NOTE + "\n\n")
     out.write(f"**The paper's figure:** {spec.reported}\n\n")
     steps = sorted({step for c in curves.values() for step, _ in c})
@@ -358,73 +456,108 @@ def render_figure(spec: FigureSpec, ctx: RenderContext, plot: str) -> FigureOutc
     if pending:
         out.write(f"\nPending (no curve recorded yet): {', '.join(pending)}.\n")
     out.write(f"\n![{title} Figure {spec.figure}]({plot})\n")
+    flags = curve_flags(curves, spec.metric, ctx.decimals)
+    if flags:
+        out.write("\n## Sanity flags\n\n" + "".join(f"- {f}\n" for f in flags))
     if spec.notes:
         out.write("\n## Notes\n\n" + "".join(f"- {n}\n" for n in spec.notes))
-    return FigureOutcome(spec, out.getvalue(), curves)
+    return FigureOutcome(spec, out.getvalue(), curves, flags)
+
+
+#: Marker and line style per series, so that series drawn on top of each other stay distinguishable.
+_STYLES = (("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"))
 
 
 def plot_figure(outcome: FigureOutcome, path: Path, title: str) -> None:
-    """PNG: each series' reproduced curve (mean ± std over seeds) against the training step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """PNG: each series' reproduced curve (mean ± std over seeds) against the training step. Series that coincide
+    stay visible: each has its own hollow marker and line style and is nudged sideways by a small step fraction;
+    pending series are listed in the legend, which sits outside the data."""
+    plt = _pyplot()
     spec = outcome.spec
-    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
-    for label, curve in outcome.curves.items():
-        if curve:
-            ax.errorbar([s for s, _ in curve], [a.mean for _, a in curve], yerr=[a.std for _, a in curve],
-                        fmt="o-", capsize=3, label=label)
-    if outcome.series_reproduced:
-        ax.legend(fontsize=7)
-    else:
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=120)
+    steps = sorted({s for c in outcome.curves.values() for s, _ in c})
+    gap = min((b - a for a, b in zip(steps, steps[1:], strict=False)), default=1)
+    drawn = [label for label, c in outcome.curves.items() if c]
+    for index, (label, curve) in enumerate(outcome.curves.items()):
+        marker, line = _STYLES[index % len(_STYLES)]
+        colour = f"C{index}"
+        if not curve:
+            ax.plot([], [], marker=marker, linestyle="none", color="lightgray", label=f"{label} — no curve yet")
+            continue
+        shift = (drawn.index(label) - (len(drawn) - 1) / 2) * 0.06 * gap
+        ax.errorbar([s + shift for s, _ in curve], [a.mean for _, a in curve], yerr=[a.std or 0 for _, a in curve],
+                    marker=marker, linestyle=line, color=colour, markerfacecolor="none", markersize=7,
+                    markeredgewidth=1.4, capsize=3, label=label)
+    if not drawn:
         ax.text(0.5, 0.5, "reproduction pending", transform=ax.transAxes, ha="center", color="gray")
-    ax.set_xlabel(spec.x_label)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False)
+    note = _seed_note([a for c in outcome.curves.values() for _, a in c])
+    ax.set_xlabel(spec.x_label + (f"  ({note})" if note else ""))
     ax.set_ylabel(spec.y_label)
+    ax.set_ylim(bottom=0)  # counts and IoUs: the zero stays on the axis, so a fall reads at its true size
+    ax.grid(alpha=0.3)
     ax.set_title(f"{title} Figure {spec.figure} (reproduced)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
 def render_index(outcomes: list[TableOutcome], ctx: RenderContext, reference_md: str,
-                 figures: Sequence[FigureOutcome] = ()) -> str:
+                 figures: Sequence[FigureOutcome] = (), leaderboard: str | None = None,
+                 leaderboard_flags: Sequence[str] = ()) -> str:
+    """Markdown of reports/index.md: the counts, a line per table and figure, the sanity flags, the claims that do
+    not hold, the reference rows; ``leaderboard``: the leaderboard's path relative to the index, linked first, and
+    ``leaderboard_flags`` its sanity flags."""
     out = io.StringIO()
     out.write("# WSIS-Bench — reproduction index\n\n")
     out.write(f"Profile `{ctx.profile}` · slots: "
               + ", ".join(f"`{k}` = `{v}`" for k, v in sorted(ctx.slot_datasets.items()))
-              + f" · seeds {ctx.seeds} · commit `{ctx.commit}`\n\n")
-    if ctx.profile.startswith("embedded") or ctx.profile == "smoke":
+              + f" · seeds {ctx.seeds}\n\n")
+    if ctx.synthetic:
         out.write(SYNTHETIC_NOTE + "\n\n")
-    held = sum(o == "held" for t in outcomes for _, _, o in t.claims)
-    not_held = sum(o == "not held" for t in outcomes for _, _, o in t.claims)
-    pend = sum(o == "pending" for t in outcomes for _, _, o in t.claims)
+    if leaderboard:
+        out.write(f"**[Leaderboard]({leaderboard})**: every method and variant on the same data, points, WSSS maps, "
+                  "segmentor and evaluator, with the training-free baselines and the upper bounds as reference "
+                  "lines.\n\n")
+    verdicts = [o for t in outcomes for _, _, o in t.claims]
     rows = sum(t.rows_total for t in outcomes)
     done = sum(t.rows_reproduced for t in outcomes)
     out.write(f"**{len(outcomes)} tables, {rows} rows: {done} reproduced, "
               f"{sum(t.rows_not_run for t in outcomes)} not run in this profile, "
-              f"{sum(t.rows_pending for t in outcomes)} pending; claims: {held} held, {not_held} not held, "
-              f"{pend} pending.**\n\n")
+              f"{sum(t.rows_pending for t in outcomes)} pending, "
+              f"{sum(t.rows_reported_only for t in outcomes)} reported only; claims: "
+              + ", ".join(f"{verdicts.count(w)} {w}" for w in WORDS) + ".**\n\n")
+    out.write(f"{RULE}\n\n")
     if any(t.rows_not_run for t in outcomes):
         out.write("Rows not run in this profile: `bench params use embedded-full && dvc repro` runs every row "
                   "(docs/pipeline.md, Profiles).\n\n")
     out.write("| Paper | Table | Caption | Rows | Reproduced | Not run | Pending "
-              "| Claims held / not held / pending |\n")
-    out.write("|---|---|---|---|---|---|---|---|\n")
+              "| Claims held / not held / within noise / pending / not testable | Flags |\n")
+    out.write("|---|---|---|---|---|---|---|---|---|\n")
     for t in outcomes:
         s = t.spec
         c = [o for _, _, o in t.claims]
         caption = s.caption if len(s.caption) <= 70 else s.caption[:67] + "…"
         out.write(f"| {ctx.title(s.paper)} | [{s.table}]({s.paper}/table{s.table}.md) | {caption} | "
                   f"{t.rows_total} | {t.rows_reproduced} | {t.rows_not_run} | {t.rows_pending} | "
-                  f"{c.count('held')} / {c.count('not held')} / {c.count('pending')} |\n")
+                  + " / ".join(str(c.count(w)) for w in WORDS) + f" | {len(t.flags)} |\n")
     if figures:
-        out.write("\n## Figures\n\n| Paper | Figure | Caption | Series | Reproduced |\n|---|---|---|---|---|\n")
+        out.write("\n## Figures\n\n| Paper | Figure | Caption | Series | Reproduced | Flags |\n"
+                  "|---|---|---|---|---|---|\n")
         for f in figures:
             s = f.spec
             out.write(f"| {ctx.title(s.paper)} | [{s.figure}]({s.paper}/figure{s.figure}.md) | {s.caption} | "
-                      f"{len(s.series)} | {f.series_reproduced} |\n")
+                      f"{len(s.series)} | {f.series_reproduced} | {len(f.flags)} |\n")
+    flagged = [(f"[{ctx.title(t.spec.paper)} Table {t.spec.table}]({t.spec.paper}/table{t.spec.table}.md)", flag)
+               for t in outcomes for flag in t.flags]
+    flagged += [(f"[{ctx.title(f.spec.paper)} Figure {f.spec.figure}]({f.spec.paper}/figure{f.spec.figure}.md)",
+                 flag) for f in figures for flag in f.flags]
+    flagged += [(f"[Leaderboard]({leaderboard})", flag) for flag in leaderboard_flags if leaderboard]
+    if flagged:
+        out.write("\n## Sanity flags\n\nResults to look at before trusting a table (bench/report/flags.py: a score "
+                  "near zero, a weak row below its training-free baseline, an upper bound below a weak row, a curve "
+                  "that collapses to zero). A flag names what to check; it does not say which result is wrong.\n\n")
+        out.write("".join(f"- {where}: {flag}\n" for where, flag in flagged))
     not_held_claims = [(t.spec, cl) for t in outcomes for cl, _, o in t.claims if o == "not held"]
     if not_held_claims:
         out.write("\n## Claims that do not hold on this profile\n\n")
