@@ -34,7 +34,7 @@ def make_config(p: Any, supervision: str, seed: int, options: dict[str, Any], *,
 
     cluster = ClusterConfig(magnitude_threshold=p.cluster_magnitude, area=p.cluster_area, epsilon=p.cluster_epsilon,
                             inclusive=p.cluster_bounds == "inclusive", min_distance=p.cluster_min_distance,
-                            min_center=p.cluster_min_center)
+                            min_center=p.cluster_min_center, center=p.cluster_center)
     shared = {f.name: getattr(p, f.name) for f in dataclasses.fields(BestieConfig) if f.name in type(p).model_fields}
     config = BestieConfig(**{
         **shared, "supervision": supervision, "seed": seed,

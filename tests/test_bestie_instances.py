@@ -200,3 +200,24 @@ def test_the_padded_box_of_a_component_gives_the_same_instances_as_the_whole_ima
     for f, e in zip(found, expected):
         assert np.array_equal(f.mask, e.mask) and f.cls == e.cls
         assert f.score == pytest.approx(e.score) and f.center == pytest.approx(e.center)
+
+
+def _two_clusters_and_a_bar():
+    """One component: two 20-px zero-offset clusters, centroids (3.5, 3.0) (rows 2-5, cols 1-5) and
+    (3.0, 17.5) (rows 1-5, cols 16-19), joined by a bar (row 3, cols 6-15) whose pixels all point to
+    (3, 10.2): nearer (3.5, 3.0) than (3.0, 17.5) (52.09 vs 53.29 px²), but nearer (3, 17) than (3, 3)."""
+    semantic = np.zeros((7, 21), np.uint8)
+    semantic[2:6, 1:6] = semantic[1:6, 16:20] = semantic[3, 6:16] = CLS
+    offset = np.zeros((2, 7, 21), np.float32)
+    offset[1, 3, 6:16] = 10.2 - np.arange(6, 16)
+    return semantic, offset
+
+
+@pytest.mark.parametrize("rule,bar_joins", [("centroid", (3.5, 3.0)), ("centroid-int", (3.0, 17.0))])
+def test_pixels_are_grouped_to_the_float_or_the_int_truncated_cluster_centroid(rule, bar_joins):
+    semantic, offset = _two_clusters_and_a_bar()
+    found = _segment(semantic, np.full(semantic.shape, 0.8), np.full(semantic.shape, 0.06), offset,
+                     cluster=ClusterConfig(center=rule))  # 0.06: no peak above 0.1, clusters kept (> 0.05)
+    assert len(found) == 2
+    bar = next(f for f in found if f.mask[3, 10])
+    assert bar.center == bar_joins and bar.mask[3, 6:16].all() and bar.mask.sum() == 30

@@ -70,3 +70,17 @@ def test_loss_without_refined_term() -> None:
     case["refined"] = None
     out = bestie_loss(**case, combine="mean")
     assert out["center"].item() == pytest.approx(0.625) and "center_refined" not in out
+
+
+def test_the_release_hard_pixel_ce_keeps_int_ratio_of_all_pixels_ignored_at_zero() -> None:
+    """Nine pixels, six labelled with per-pixel CE log(1 + e^v), v = 0 … 5, three ignored; ratio 0.2: the
+    release keeps int(0.2 · 9) = 1 pixel (the largest loss), the labelled pool ceil(0.2 · 6) = 2."""
+    logits = torch.zeros(1, 2, 3, 3)
+    logits[0, 0].view(-1)[:6] = torch.arange(6, dtype=torch.float32)  # target 1: loss log(1 + e^v)
+    target = torch.ones(1, 3, 3, dtype=torch.long)
+    target.view(-1)[6:] = 255
+    top = [math.log1p(math.exp(v)) for v in (5, 4)]
+    assert topk_cross_entropy(logits, target, ratio=0.2, pool="all").item() == pytest.approx(top[0], rel=1e-6)
+    assert topk_cross_entropy(logits, target, ratio=0.2).item() == pytest.approx(sum(top) / 2, rel=1e-6)
+    assert topk_cross_entropy(logits, target, ratio=1.0, pool="all").item() == pytest.approx(
+        sum(math.log1p(math.exp(v)) for v in range(6)) / 9, rel=1e-6)

@@ -171,3 +171,43 @@ def test_a_finished_checkpoint_gives_its_weights_without_training(tmp_path) -> N
                          on_step=lambda step, v: steps.append(step), checkpointing=checkpointing)
     assert steps == []
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+
+
+def _crop(semantic: np.ndarray, instance_map: np.ndarray, centers, cues, cue_classes):
+    """An augmented crop as the training loop sees it (grey image, one instance class 1)."""
+    from methods.bestie.train import _Aug
+
+    return _Aug(np.full((*semantic.shape, 3), 100, np.uint8), semantic, instance_map,
+                np.asarray(centers, np.float64).reshape(-1, 2), np.ones(len(centers), np.int64),
+                np.asarray(cues, np.int64).reshape(-1, 2), np.asarray(cue_classes, np.int64))
+
+
+@pytest.mark.parametrize("source,peak", [("instances", (5, 6)), ("cues", (3, 4))])
+def test_image_setting_centre_map_at_the_int_centroid_of_each_instance_or_at_the_cues(source, peak) -> None:
+    """A 7×8 component (centroid (5.0, 6.5)) with a PAM cue at (3, 4): with the release's int-truncated
+    centroid as the instance centre, ``instances`` puts the Gaussian at (5, 6) (the release's
+    ``pseudo_label_generation`` for sup = 'cls'); ``cues`` at the cue."""
+    from methods.bestie.train import _pseudo_batch
+
+    semantic = np.zeros((20, 20), np.uint8)
+    semantic[2:9, 3:11] = 1
+    config = bestie_config(supervision="image", center_map_source=source, offset_target="centroid-int", min_area=1)
+    targets, _ = build_pseudo_targets(semantic, np.array([[3, 4]]), np.array([1]), config)
+    assert targets.centers.tolist() == [[5.0, 6.0]]
+    crop = _crop(semantic, targets.instance_map, targets.centers, targets.cues, targets.cue_classes)
+    center = _pseudo_batch([crop], np.array([1]), config)["center"][0, 0]
+    assert np.unravel_index(center.argmax(), center.shape) == peak and center.max() == 1.0
+
+
+@pytest.mark.parametrize("border,labelled", [("keep", 9), ("drop", 0)])
+def test_the_point_setting_refinement_keeps_or_drops_a_point_on_row_0(border, labelled) -> None:
+    """A 3×3 class-1 crop with its only point at (y 0, x 1) and zero offsets: grouped to the point it is
+    one 9-px instance; the release reads y = 0 as padding and refines nothing."""
+    from methods.bestie.train import _refined_batch
+
+    semantic = np.ones((3, 3), np.uint8)
+    crop = _crop(semantic, np.zeros((3, 3), np.int32), np.zeros((0, 2)), [[0, 1]], [1])
+    config = bestie_config(refine_border_points=border)
+    refined = _refined_batch([crop], {"offset": np.zeros((1, 2, 3, 3), np.float32)}, np.array([1]),
+                             np.zeros((1, 1, 3, 3), np.float32), config)
+    assert (refined["instance"][0] > 0).sum() == labelled and (refined["weight"][0] > 0).sum() == labelled

@@ -70,6 +70,16 @@ def test_gaussian_center_map_peaks_at_centres_per_class() -> None:
     assert m[0, 10, 12] == pytest.approx(np.exp(-4 / 8))
 
 
+def test_gaussian_window_is_the_release_kernel_of_6_sigma_plus_3_pixels() -> None:
+    """σ 6 at (30, 30): the release's kernel covers rows/cols 30 − 19 … 30 + 19, symmetric; one pixel
+    further on either side is 0 (the far side once held exp(−400/72) ≈ 0.0039)."""
+    m = gaussian_center_map((64, 64), np.array([[30, 30]]), np.array([0]), 1, sigma=6.0)[0]
+    rows, cols = np.nonzero(m)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (11, 49, 11, 49)
+    assert m[50, 30] == 0.0 and m[10, 30] == 0.0 and m[30, 50] == 0.0
+    assert m[49, 30] == pytest.approx(np.exp(-361 / 72)) and m[11, 30] == m[49, 30]
+
+
 def test_perfect_offsets_group_two_touching_instances() -> None:
     """Two touching same-class squares with exact offsets to their centres: Eq. 1 separates them."""
     inst = np.zeros((12, 20), np.int32)

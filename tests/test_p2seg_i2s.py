@@ -12,6 +12,7 @@ from methods.p2seg.i2s import (
     i2s_loss,
     instance_affinity_target,
     pair_masks,
+    pooled_masks,
     refined_semantic,
     sample_pairs,
 )
@@ -246,3 +247,29 @@ def test_sampled_loss_matches_dense_when_each_set_is_constant_and_is_unbiased():
     dense = i2s_loss(emb, ids).item()
     est = torch.tensor([i2s_loss(emb, ids, max_pairs=64, generator=g).item() for _ in range(300)])
     assert abs(est.mean().item() - dense) < 4 * est.std().item() / math.sqrt(len(est))
+
+
+def test_a_4x4_cell_is_in_the_mask_of_any_label_it_touches():
+    """The release max-pools each mask over the cell: one class pixel at (1, 1) puts the cell in class 1;
+    a cell touching classes 1 and 2 is in both; 0 and 255 are in no mask."""
+    labels = torch.zeros(1, 4, 8, dtype=torch.long)
+    labels[0, 1, 1] = 1
+    labels[0, 0, 4], labels[0, 3, 7], labels[0, 2, 5] = 1, 2, 255
+    masks = pooled_masks(labels, (1, 2))
+    assert masks.shape == (1, 2, 1, 2)
+    assert masks[0, :, 0, 0].tolist() == [True, False] and masks[0, :, 0, 1].tolist() == [True, True]
+
+
+def test_cells_sharing_a_mask_pair_positively_on_a_hand_case():
+    """1×3 cells in masks {A}, {A, B}, {B}: R⁺ = the seven pairs but (0, 2), (2, 0) (self pairs included),
+    R⁻ = those two; Eq. 5 (probability reading) against the explicit pair sets."""
+    emb, _ = _random_case(3, b=1, h=1, w=3)
+    masks = torch.tensor([[[[1, 1, 0]], [[0, 1, 1]]]], dtype=torch.bool)
+    p = torch.sigmoid(affinity_logits(emb))[0]
+    pos = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 1, 1]], dtype=torch.bool)
+    expected = (1 - p[pos]).mean() + p[~pos].mean()
+    for chunk in (None, 2):
+        assert i2s_loss(emb, masks, reading="probability", chunk_size=chunk).item() == pytest.approx(
+            expected.item(), abs=1e-12)
+    with pytest.raises(ValueError, match="max_pairs"):
+        i2s_loss(emb, masks, max_pairs=4)

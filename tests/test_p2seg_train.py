@@ -13,8 +13,16 @@ import torch
 from bench.commands.p2seg import VARIANTS, make_p2seg_config
 from bench.config.schema import Params
 from method_configs import bestie_config, p2seg_config
+from methods.bestie import Instance
 from methods.bestie.train import BestieConfig
-from methods.p2seg.train import P2SegConfig, build_samples, export_instances, train_p2seg
+from methods.p2seg.train import (
+    P2SegConfig,
+    affinity_targets,
+    build_samples,
+    empty_point_instances,
+    export_instances,
+    train_p2seg,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,3 +159,64 @@ def test_a_rerun_of_two_checkpointed_stages_resumes_both_to_the_same_weights(tmp
     assert first_steps == [1, 2, 1, 2] and again_steps == []
     for a, b in zip(first, again):
         assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+@pytest.mark.parametrize("grid", ["max-pool", "sample"])
+def test_the_affinity_cell_of_a_single_class_pixel_off_its_corner(grid) -> None:
+    """A 4×4 image with one class-1 pixel at (1, 1): max-pooled (release) the cell is class 1; sampled at
+    its top-left pixel it is background."""
+    semantic = torch.zeros(1, 4, 4, dtype=torch.long)
+    semantic[0, 1, 1] = 1
+    config = replace(CONFIG, affinity_labels=grid)
+    _, sem, valid = affinity_targets(semantic, torch.zeros_like(semantic), (1, 1), config)
+    assert valid is None
+    assert (sem.tolist() == [[[[True]]]]) if grid == "max-pool" else (sem.tolist() == [[[0]]])
+
+
+@pytest.mark.parametrize("grid", ["max-pool", "sample"])
+def test_ignored_pixels_are_background_or_in_no_pair_of_the_affinity_loss(grid) -> None:
+    """Two cells: the left all 255, the right class 1. As background (release) the left cell is in no
+    mask and every cell is valid; dropped, the left cell is invalid."""
+    semantic = torch.full((1, 4, 8), 255, dtype=torch.long)
+    semantic[..., 4:] = 1
+    inst = torch.zeros_like(semantic)
+    config = replace(CONFIG, affinity_labels=grid)
+    _, sem, valid = affinity_targets(semantic, inst, (1, 2), replace(config, affinity_ignore="background"))
+    assert valid is None
+    assert (sem[0, :, 0].tolist() == [[False, True]]) if grid == "max-pool" else (sem.tolist() == [[[0, 1]]])
+    _, _, valid = affinity_targets(semantic, inst, (1, 2), replace(config, affinity_ignore="drop"))
+    assert valid.tolist() == [[[False, True]]]
+
+
+def test_max_pooled_affinity_labels_refuse_sampled_pairs() -> None:
+    with pytest.raises(ValueError, match="max_pairs"):
+        replace(CONFIG, affinity_labels="max-pool", max_pairs=64)
+
+
+def _export_case():
+    """60×60, class 1 on rows 0-15 × cols 0-50 (point 0 at (10, 10) holds it all); point 1 (class 1) at
+    (20, 30) without pixels; points 2 (14, 40) and 3 (20, 10) of class 2, absent from the map."""
+    semantic = np.zeros((60, 60), np.uint8)
+    semantic[:16, :51] = 1
+    found = [(Instance(semantic == 1, 1, 0.9, (10.0, 10.0)), 0)]
+    return semantic, found, np.array([[10, 10], [20, 30], [14, 40], [20, 10]], np.float64), np.array([1, 1, 2, 2])
+
+
+def test_points_without_pixels_get_default_boxes_minus_other_masks() -> None:
+    semantic, found, points, classes = _export_case()
+    config = replace(CONFIG, default_box=8, export_box_score=0.5, export_empty_points="box")
+    out = empty_point_instances(semantic, found, points, classes, config)
+    assert [(k, inst.cls, int(inst.mask.sum()), inst.score) for inst, k in out] == [
+        (1, 1, 64, 0.5), (2, 2, 16, 0.5), (3, 2, 64, 0.5)]  # point 2's box loses rows 10-15 to point 0
+
+
+def test_the_release_export_gives_present_classes_empty_masks_and_whole_boxes_by_its_coordinate_test() -> None:
+    """Release: point 1 (class present) an empty mask of score 0; point 2 the whole 8×8 box [10, 18) ×
+    [36, 44) over point 0's pixels (its y 14 is no recorded point's y); point 3 nothing (its y 20 and x 10
+    are those of recorded points 1 and 0)."""
+    semantic, found, points, classes = _export_case()
+    config = replace(CONFIG, default_box=8, export_box_score=0.5, export_empty_points="release")
+    out = empty_point_instances(semantic, found, points, classes, config)
+    assert [(k, inst.cls, int(inst.mask.sum()), inst.score) for inst, k in out] == [(1, 1, 0, 0.0), (2, 2, 64, 0.5)]
+    ys, xs = np.nonzero(out[1][0].mask)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 17, 36, 43)

@@ -33,7 +33,9 @@ class ClusterConfig:
     """Centre clustering (appendix): |o| < magnitude_threshold, area within area ± epsilon
     (``inclusive`` bounds: paper; strict: release), kept only where the component's centre map exceeds
     ``min_center`` (release: 0.05; the paper is silent), added only farther than ``min_distance`` px
-    from every detected centre of the component (release: 100 px; 0 = always)."""
+    from every detected centre of the component (release: 100 px; 0 = always). A clustered centre is the
+    cluster's centroid (``"centroid"``, paper) or that centroid truncated to integers (``"centroid-int"``,
+    the release's ``np.int32`` in ``get_instance_segmentation``), the point pixels are grouped to."""
 
     magnitude_threshold: float = 2.5
     area: int = 21
@@ -41,6 +43,7 @@ class ClusterConfig:
     inclusive: bool = True
     min_distance: float = 0.0
     min_center: float = 0.05
+    center: Literal["centroid", "centroid-int"] = "centroid"
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ def component_instances(
     The class's centre map is masked to the component (0 outside) before peak finding, so a peak is a
     local maximum within the component; clustered centres (appendix) whose masked centre value exceeds
     ``cluster.min_center`` complement them (only those farther than ``cluster.min_distance`` from every
-    peak of the component when it has peaks); Eq. (1) groups the component to the centres. A component
+    peak of the component when it has peaks; at the cluster's centroid or its integer truncation,
+    ``cluster.center``); Eq. (1) groups the component to the centres. A component
     with more than ``max_per_component`` centres yields nothing (release: "too many centers in single
     contour"); one without centres yields itself when ``keep_centerless`` (inference) and nothing
     otherwise. Scores: :func:`_instance_score`. Each instance's ``center`` is the centre it was grouped
@@ -133,6 +137,8 @@ def component_instances(
         yx = cluster_centers(offset, component, magnitude_threshold=cluster.magnitude_threshold, area=cluster.area,
                              epsilon=cluster.epsilon, inclusive=cluster.inclusive)
         pixels = [(int(y), int(x)) for y, x in yx]  # the release's int32 truncation of the centroid
+        if cluster.center == "centroid-int":
+            yx = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
         clustered = [Center(cls, float(y), float(x), 1.0) for (y, x), (iy, ix) in zip(yx, pixels)
                      if roi[iy, ix] > cluster.min_center]
         merged = merge_centers(centers, clustered, min_distance=cluster.min_distance)

@@ -10,7 +10,8 @@
   averaged (release, 0.5 each): ``combine``.
 - L_sem (Eq. 5): cross-entropy against the WSSS map (255 ignored), the mean over all pixels
   (paper) or over the top ``hard_pixel_ratio`` fraction of per-pixel losses (release: DeepLab's
-  hard-pixel CE with 0.2; :func:`topk_cross_entropy`, also P2Seg's ``hard_pixel_ratio``).
+  hard-pixel CE with 0.2; :func:`topk_cross_entropy`, also P2Seg's ``hard_pixel_ratio``), the
+  fraction taken of all pixels, ignored ones at loss 0 (release) or of the labelled ones (``pool``).
 """
 
 from __future__ import annotations
@@ -22,31 +23,47 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-__all__ = ["IGNORE_INDEX", "OffsetLoss", "LossWeights", "InstanceTargets", "topk_cross_entropy", "weighted_center_loss",
-           "weighted_offset_loss", "bestie_loss"]
+__all__ = ["IGNORE_INDEX", "HardPixelPool", "OffsetLoss", "LossWeights", "InstanceTargets", "topk_cross_entropy",
+           "weighted_center_loss", "weighted_offset_loss", "bestie_loss"]
 
 IGNORE_INDEX = 255
 
+#: Which pixels the hard-pixel CE keeps its fraction of (:func:`topk_cross_entropy`).
+HardPixelPool = Literal["all", "labelled"]
+
 
 def topk_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, *, ratio: float = 1.0, ignore_index: int = IGNORE_INDEX
+    logits: torch.Tensor, target: torch.Tensor, *, ratio: float = 1.0, ignore_index: int = IGNORE_INDEX,
+    pool: HardPixelPool = "labelled",
 ) -> torch.Tensor:
-    """Mean of the ``ceil(ratio · N)`` largest per-pixel CE losses over the N non-ignored pixels of
-    the whole batch (DeepLab's hard-pixel / OHEM CE; ratio 1 = the plain mean CE).
+    """DeepLab's hard-pixel (OHEM) cross-entropy of the whole batch: the mean of its largest per-pixel
+    CE losses.
+
+    - ``pool="labelled"``: the ``ceil(ratio · N)`` largest of the N non-ignored pixels (ratio 1 = the
+      plain mean CE over the labelled pixels);
+    - ``pool="all"`` (the release's ``DeepLabCE``): the ``int(ratio · N)`` largest (at least one) of
+      all N pixels, ignored pixels counted with loss 0 (ratio 1 = the sum over the labelled pixels
+      divided by every pixel).
 
     Args:
         logits: (B, S, H, W); target: (B, H, W) long with ``ignore_index`` for unlabelled pixels.
-        ratio: fraction in (0, 1] of the valid pixels kept.
+        ratio: fraction in (0, 1] of the pool kept.
     Returns a scalar; an exact 0 with a graph when no pixel is labelled.
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if pool not in ("all", "labelled"):
+        raise ValueError(f"pool must be 'all' or 'labelled', got {pool!r}")
     losses = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="none")
-    losses = losses[target != ignore_index]
-    if losses.numel() == 0:
+    if not bool((target != ignore_index).any()):
         return logits.sum() * 0.0
-    if ratio < 1.0:
+    if pool == "all":
+        losses = losses.reshape(-1)  # ignored pixels: loss 0
+        k = max(int(ratio * losses.numel()), 1)
+    else:
+        losses = losses[target != ignore_index]
         k = math.ceil(ratio * losses.numel())
+    if k < losses.numel():
         losses = torch.topk(losses, k, sorted=False).values
     return losses.mean()
 
@@ -112,16 +129,20 @@ def bestie_loss(
     weights: LossWeights = LossWeights(),
     combine: Literal["sum", "mean"] = "sum",
     hard_pixel_ratio: float | None = None,
+    hard_pixel_pool: HardPixelPool = "labelled",
     offset_loss: OffsetLoss = "l1",
 ) -> dict[str, torch.Tensor]:
     """Eq. 6 for one batch: ``{"loss", "semantic", "center", "offset", "center_pseudo", "offset_pseudo",
     ["center_refined"], ["offset_refined"]}`` (scalar tensors; center/offset before λ).
 
-    ``hard_pixel_ratio`` None = plain CE (paper Eq. 5); a ratio = :func:`topk_cross_entropy`.
+    ``hard_pixel_ratio`` None = plain CE over the labelled pixels (paper Eq. 5); a ratio =
+    :func:`topk_cross_entropy` of ``hard_pixel_pool``.
     ``offset_loss``: L1 (BESTIE Eq. 4) or smooth L1 (P2Seg Eq. 3).
     """
     out: dict[str, torch.Tensor] = {}
-    out["semantic"] = topk_cross_entropy(semantic_logits, semantic_target, ratio=hard_pixel_ratio or 1.0)
+    out["semantic"] = (topk_cross_entropy(semantic_logits, semantic_target) if hard_pixel_ratio is None else
+                       topk_cross_entropy(semantic_logits, semantic_target, ratio=hard_pixel_ratio,
+                                          pool=hard_pixel_pool))
     zero = center.sum() * 0.0
     kinds = [("pseudo", pseudo)] + ([("refined", refined)] if refined is not None else [])
     center_terms, offset_terms = [], []

@@ -27,7 +27,7 @@ from methods.runtime import deterministic, mixed_precision, resolve_device
 
 from .augment import distort, sample_distortion, sample_scale
 from .instances import ClusterConfig, InferenceScore, Instance, group_to_points, segment_instances
-from .losses import InstanceTargets, LossWeights, OffsetLoss, bestie_loss
+from .losses import HardPixelPool, InstanceTargets, LossWeights, OffsetLoss, bestie_loss
 from .model import BestieNet
 from .transfer import ImageTargets, OffsetTarget, TransferStats, gaussian_center_map, offset_field, pseudo_instances
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BestieConfig", "Sample", "TrainBatch", "ExtraLoss", "build_pseudo_targets",
            "targets_from_instances", "transfer_samples",
            "train_bestie", "image_batches", "predict_outputs", "infer_instances", "annotated_instances",
-           "refined_instances",
+           "refined_instances", "refinement_points",
            "normalize_images"]
 
 
@@ -79,6 +79,7 @@ class BestieConfig:
     refine: bool
     refine_start: float
     refine_threshold: float
+    refine_border_points: Literal["keep", "drop"]  # release: points on row 0 / column 0 skipped (drop)
     nms_kernel: int
     refine_max_per_component: int
     refined_offset_target: Literal["centroid", "center"]
@@ -88,6 +89,7 @@ class BestieConfig:
     loss_weights: LossWeights
     combine: Literal["sum", "mean"]
     hard_pixel_ratio: float | None  # None: plain CE over every pixel
+    hard_pixel_pool: HardPixelPool  # release: int(r·N) of all pixels (all)
     # inference
     infer_threshold: float
     score: InferenceScore  # release: centre score × mean class probability
@@ -264,6 +266,18 @@ def _pseudo_batch(batch: list[_Aug], thing_classes: np.ndarray, config: BestieCo
     return {"offset": np.stack(off), "weight": np.stack(w), "center": np.stack(ctr), "cue_center": np.stack(gt_ctr)}
 
 
+def refinement_points(cues: np.ndarray, cue_classes: np.ndarray, config: BestieConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The points (y, x) of a training crop and their classes that the point-setting self-refinement
+    groups pixels to: all of them (``refine_border_points = "keep"``), or those off row 0 and column 0
+    (``"drop"``: the release's ``refine_label_generation_with_point`` reads 0 as its padding sentinel)."""
+    if config.refine_border_points == "keep":
+        return cues, cue_classes
+    if config.refine_border_points != "drop":
+        raise ValueError(f"refine_border_points must be 'keep' or 'drop', got {config.refine_border_points!r}")
+    kept = (cues[:, 0] != 0) & (cues[:, 1] != 0)
+    return cues[kept], cue_classes[kept]
+
+
 def _refined_batch(
     batch: list[_Aug], outputs: dict[str, np.ndarray], thing_classes: np.ndarray, cue_center: np.ndarray,
     config: BestieConfig,
@@ -276,11 +290,12 @@ def _refined_batch(
         shape = a.semantic.shape
         offset = outputs["offset"][i]
         if config.supervision == "points":
-            grouped = group_to_points(offset, a.semantic, a.cues, a.cue_classes)
-            masks = [grouped == k + 1 for k in range(len(a.cues))]
-            centers = [tuple(map(float, a.cues[k])) for k in range(len(a.cues))]
+            cues, cue_classes = refinement_points(a.cues, a.cue_classes, config)
+            grouped = group_to_points(offset, a.semantic, cues, cue_classes)
+            masks = [grouped == k + 1 for k in range(len(cues))]
+            centers = [tuple(map(float, cues[k])) for k in range(len(cues))]
             scores = [1.0] * len(masks)
-            classes = list(a.cue_classes)
+            classes = list(cue_classes)
         else:
             found = _refinement_instances({"prob": outputs["prob"][i], "center": outputs["center"][i],
                                            "offset": offset}, a.semantic, thing_classes, config)
@@ -438,7 +453,8 @@ def train_bestie(
             losses = bestie_loss(semantic_logits=out["semantic"], center=out["center"], offset=out["offset"],
                                  semantic_target=sem_t, pseudo=pseudo_t, refined=refined_t,
                                  weights=config.loss_weights, combine=config.combine,
-                                 hard_pixel_ratio=config.hard_pixel_ratio, offset_loss=config.offset_loss)
+                                 hard_pixel_ratio=config.hard_pixel_ratio, hard_pixel_pool=config.hard_pixel_pool,
+                                 offset_loss=config.offset_loss)
             if extra_loss is not None:
                 pseudo_instance = torch.from_numpy(np.stack([a.instance_map for a in batch])).to(device)
                 for name, term in extra_loss(out, TrainBatch(sem_t, pseudo_instance, refined_instance)).items():

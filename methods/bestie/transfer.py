@@ -171,15 +171,17 @@ def gaussian_center_map(
     scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """(C, H, W) float32 class-wise centre heatmap: a Gaussian exp(−d²/2σ²) (peak 1, or ``scores``)
-    at each centre in its channel, truncated at 3σ + 1 px (Panoptic-DeepLab's 6σ + 3 kernel),
-    combined with max. Centres may be fractional (the Gaussian is centred exactly there)."""
+    at each centre in its channel on the pixels within 3σ + 1 px of it along each axis, combined with
+    max. At an integer centre that is the release's window, −3σ−1 … +3σ+1 (BESTIE's ``gaussian`` of
+    6σ + 3 px, Panoptic-DeepLab's); centres may be fractional (the Gaussian is centred exactly there,
+    the window still ±(3σ + 1) around it)."""
     h, w = shape
     out = np.zeros((num_channels, h, w), dtype=np.float32)
-    radius = int(np.ceil(3 * sigma + 1))
+    radius = 3 * sigma + 1
     centers_yx = np.asarray(centers_yx, dtype=np.float64).reshape(-1, 2)
     for i, ((cy, cx), ch) in enumerate(zip(centers_yx, np.asarray(center_channels).reshape(-1))):
-        y0, y1 = max(0, int(np.floor(cy)) - radius), min(h, int(np.floor(cy)) + radius + 2)
-        x0, x1 = max(0, int(np.floor(cx)) - radius), min(w, int(np.floor(cx)) + radius + 2)
+        y0, y1 = max(0, int(np.ceil(cy - radius))), min(h, int(np.floor(cy + radius)) + 1)
+        x0, x1 = max(0, int(np.ceil(cx - radius))), min(w, int(np.floor(cx + radius)) + 1)
         if y0 >= y1 or x0 >= x1:
             continue
         yy = np.arange(y0, y1)[:, None] - cy

@@ -35,8 +35,10 @@ targets are the class-wise semantic masks (same class ⇒ positive) and, with ``
 the online instance mask, the two losses averaged (``target="both"``; the release's instance mask
 holds only the last instance written per image, and its ``mask_to_aff`` sums the targets over the
 batch, neither reproduced); counts N + 1 (not reproduced: max(N, 1)). Its masks are max-pooled 4×
-from the input to the stride-4 grid — the label grid must match the embedding grid here; the
-optional ``pool`` of :class:`AffinityHead` is a further coarsening the release does not do.
+from the input to the stride-4 grid, so a cell touched by a mask is in it and may be in several
+(:func:`pooled_masks`; a pair is positive when the two cells share a mask); pixels its WSSS map
+ignores (255) are in no class mask, i.e. background. The label grid must match the embedding grid
+here; the optional ``pool`` of :class:`AffinityHead` is a further coarsening the release does not do.
 
 **Memory**: a dense hw×hw block per image (10,816² at a 416 crop). No pair mask is built: the
 sums over R⁺ / R⁻ come from σ(Â) @ one-hot(labels) (see :func:`_prob_sums`) and the counts N± from
@@ -72,6 +74,7 @@ __all__ = [
     "i2s_loss",
     "instance_affinity_target",
     "pair_masks",
+    "pooled_masks",
     "refined_semantic",
     "sample_pairs",
 ]
@@ -123,6 +126,25 @@ class AffinityHead(nn.Module):
         return F.max_pool2d(emb, self.pool) if self.pool > 1 else emb
 
 
+def pooled_masks(labels: torch.Tensor, size: tuple[int, int], *, ignore_index: int | None = 255) -> torch.Tensor:
+    """(B, H, W) integer labels → (B, K, h, w) bool: the mask of each label > 0 (``ignore_index`` excluded)
+    max-pooled to the (h, w) grid, i.e. a cell is in a label's mask when any of its pixels is (the
+    release's ``MaxPool2d(4, 4)`` of its masks before ``mask_to_aff``; adaptive pooling, the same for
+    H = 4h). A cell may be in several masks; K = the most labels of an image, unused channels empty."""
+    per_image = []
+    for lab in labels.long():
+        ids = torch.unique(lab)
+        ids = ids[(ids > 0) & (ids != (-1 if ignore_index is None else ignore_index))]
+        onehot = (lab[None] == ids[:, None, None]).float()
+        per_image.append(F.adaptive_max_pool2d(onehot[None], size)[0] > 0 if len(ids) else
+                         torch.zeros((0, *size), dtype=torch.bool, device=labels.device))
+    k = max(m.shape[0] for m in per_image) if per_image else 0
+    out = torch.zeros((labels.shape[0], k, *size), dtype=torch.bool, device=labels.device)
+    for i, m in enumerate(per_image):
+        out[i, :m.shape[0]] = m
+    return out
+
+
 def affinity_logits(embeddings: torch.Tensor) -> torch.Tensor:
     """Dense Â = FᵀF per image: (B, D, h, w) → (B, hw, hw). Memory B·(hw)²; prefer the chunked paths."""
     f = embeddings.flatten(2)
@@ -170,19 +192,21 @@ def instance_affinity_target(instance_map: torch.Tensor) -> torch.Tensor:
     return (lab[..., :, None] == lab[..., None, :]) & (lab[..., :, None] > 0)
 
 
-def _prob_sums(f_rows, f_all, group_rows, bg_rows, onehot, r0, *, background, self_pairs, double_sigmoid):
+def _prob_sums(f_rows, f_all, group_rows, bg_rows, onehot, compat, bg_group, r0, *, background, self_pairs,
+               double_sigmoid):
     """(Σ_R⁺ σ(Â), Σ_R⁻ σ(Â)) over rows r0.. of one image, without any pair mask: with the one-hot
-    (n, groups) of the labels, (σ(Â) @ onehot)[i, g(i)] sums row i over its own group, the rest of the
-    row is different-label pairs (always negatives). Only σ(Â) (r × n) is kept for backward."""
+    (n, groups) of the pixels' label groups, (σ(Â) @ onehot)[i, g] sums row i over group g; the groups
+    ``compat`` (G, G) pairs as positives hold row i's positives, the rest of the row its negatives
+    (background–background pairs among them; ``bg_group`` (G,) marks the background group). Only σ(Â)
+    (r × n) is kept for backward."""
     p = torch.sigmoid(f_rows.transpose(0, 1) @ f_all)
     if double_sigmoid:
         p = torch.sigmoid(p)
     per_group = p @ onehot
-    own = per_group.gather(1, group_rows[:, None]).squeeze(1)
-    s_pos = torch.where(bg_rows, 0, own).sum()
-    s_neg = (per_group.sum(1) - own).sum()
-    if background == "negative":  # background–background pairs are negatives too
-        s_neg = s_neg + torch.where(bg_rows, own, 0).sum()
+    s_pos = (per_group * compat[group_rows]).sum()
+    s_neg = per_group.sum() - s_pos
+    if background == "negative-to-instances":  # background–background pairs are in no set
+        s_neg = s_neg - torch.where(bg_rows, per_group @ bg_group, 0).sum()
     if not self_pairs:
         diag = p.diagonal(r0)
         s_pos = s_pos - torch.where(bg_rows, 0, diag).sum()
@@ -191,12 +215,13 @@ def _prob_sums(f_rows, f_all, group_rows, bg_rows, onehot, r0, *, background, se
     return s_pos, s_neg
 
 
-def _pair_counts(lab: torch.Tensor, background: Background, self_pairs: bool) -> tuple[int, int]:
-    """Exact (N⁺, N⁻) of one image from its prepared labels (valid pixels only, ≥ 0)."""
-    n = lab.numel()
-    ids, sizes = torch.unique(lab, return_counts=True)
-    n_bg, inst = int(sizes[ids == 0].sum()), sizes[ids > 0]
-    n_pos = int((inst * (inst - 1 + int(self_pairs))).sum())
+def _pair_counts(groups: torch.Tensor, compat: torch.Tensor, bg: torch.Tensor, background: Background,
+                 self_pairs: bool) -> tuple[int, int]:
+    """Exact (N⁺, N⁻) of one image from its pixels' label groups (valid pixels only), the groups'
+    positive pairing ``compat`` (G, G) and the background pixels ``bg``."""
+    n, n_bg = groups.numel(), int(bg.sum())
+    sizes = torch.bincount(groups, minlength=compat.shape[0]).to(torch.float64)
+    n_pos = int(round(float(sizes @ compat.to(torch.float64) @ sizes))) - (0 if self_pairs else n - n_bg)
     total = n * (n - 1 + int(self_pairs))
     if background == "negative-to-instances":
         total -= n_bg * (n_bg - 1 + int(self_pairs))
@@ -272,7 +297,9 @@ def i2s_loss(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Eq. 5 on embeddings (B, D, h, w) against an id map (B, h, w) on the same grid (0 = background,
-    ``ignore_index`` / ``valid`` False = no pair). ``target``: ``"instance"`` (paper) pairs by
+    ``ignore_index`` / ``valid`` False = no pair), or against label masks (B, K, h, w) (:func:`pooled_masks`:
+    a cell in no mask is background; two cells pair positively when they share a mask; not with
+    ``max_pairs``). ``target``: ``"instance"`` (paper) pairs by
     ``instance_map``; ``"semantic-class"`` by ``semantic_map`` (same class ⇒ positive, release);
     ``"both"``: the mean of the two losses (release). ``chunk_size``: rows per checkpointed block
     (None = one dense block per image); ``max_pairs``: sampled pairs per image instead (not with
@@ -298,17 +325,40 @@ def i2s_loss(
     if max_pairs is not None and max_pairs < 2:
         raise ValueError(f"max_pairs must be >= 2 (half from R⁺, half from R⁻), got {max_pairs}")
     b, d, h, w = embeddings.shape
-    if instance_map.shape != (b, h, w):
+    multi = instance_map.dim() == 4
+    if (instance_map.shape[0], *instance_map.shape[-2:]) != (b, h, w) or instance_map.dim() not in (3, 4):
         raise ValueError(f"label map {tuple(instance_map.shape)} does not match embeddings grid {(b, h, w)}")
-    labels = _labels(instance_map.to(embeddings.device), valid, background, ignore_index)
+    if multi and max_pairs is not None:
+        raise ValueError("max_pairs samples pairs of an id map (B, h, w), not of label masks (B, K, h, w)")
+    if multi:
+        masks = instance_map.to(embeddings.device).bool().flatten(2)  # (B, K, hw)
+        keep = torch.ones((b, h * w), dtype=torch.bool, device=embeddings.device)
+        if valid is not None:
+            keep &= valid.to(embeddings.device).flatten(1).bool()
+        if background == "ignore":
+            keep &= masks.any(1)
+        elif background not in ("negative", "negative-to-instances"):
+            raise ValueError(f"unknown background mode {background!r}")
+    else:
+        labels = _labels(instance_map.to(embeddings.device), valid, background, ignore_index)
+        keep = labels >= 0
     flat = embeddings.flatten(2)
     sums: list[tuple[torch.Tensor, int, torch.Tensor, int]] = []
     for k in range(b):
-        idx = (labels[k] >= 0).nonzero().squeeze(1)
+        idx = keep[k].nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
-        lab, f = labels[k, idx], flat[k][:, idx]
-        n_pos, n_neg = _pair_counts(lab, background, self_pairs)
+        f = flat[k][:, idx]
+        if multi:  # a pixel's group: its set of masks; two groups pair positively when they share a mask
+            sig = torch.cat([masks[k][:, idx].transpose(0, 1), masks.new_zeros((idx.numel(), 1))], 1)
+            sigs, groups = torch.unique(sig.to(torch.uint8), dim=0, return_inverse=True)
+            compat = (sigs.double() @ sigs.double().T) > 0
+            bg, bg_group = ~sig.any(1), ~sigs.bool().any(1)
+        else:
+            lab = labels[k, idx]
+            ids, groups = torch.unique(lab, return_inverse=True)
+            compat, bg, bg_group = torch.diag(ids > 0), lab == 0, ids == 0
+        n_pos, n_neg = _pair_counts(groups, compat, bg, background, self_pairs)
         if max_pairs is not None:
             k_pos = 0 if n_pos == 0 else (max_pairs if n_neg == 0 else max_pairs // 2)
             i, j = sample_pairs(lab, num_positive=k_pos, num_negative=0 if n_neg == 0 else max_pairs - k_pos,
@@ -321,13 +371,13 @@ def i2s_loss(
             s_neg = (c_neg + p[k_pos:]).mean() * n_neg if n_neg else p.sum() * 0
         else:
             step = idx.numel() if chunk_size is None else chunk_size
-            groups = torch.unique(lab, return_inverse=True)[1]
-            onehot = F.one_hot(groups).to(f.dtype)
-            bg = lab == 0
+            onehot = F.one_hot(groups, compat.shape[0]).to(f.dtype)
+            compat_f, bg_group_f = compat.to(f.dtype), bg_group.to(f.dtype)
             opts = dict(background=background, self_pairs=self_pairs, double_sigmoid=double_sigmoid)
             p_pos = p_neg = f.sum() * 0
             for r0 in range(0, idx.numel(), step):
-                args = (f[:, r0:r0 + step], f, groups[r0:r0 + step], bg[r0:r0 + step], onehot, r0)
+                args = (f[:, r0:r0 + step], f, groups[r0:r0 + step], bg[r0:r0 + step], onehot, compat_f, bg_group_f,
+                        r0)
                 if chunk_size is not None and torch.is_grad_enabled() and f.requires_grad:
                     sp, sn = checkpoint(lambda *a: _prob_sums(*a, **opts), *args, use_reentrant=False)
                 else:

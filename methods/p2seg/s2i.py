@@ -51,7 +51,7 @@ from scipy import ndimage
 from methods.bestie.train import targets_from_instances
 from methods.bestie.transfer import ImageTargets, OffsetTarget, component_labels, instance_center
 
-__all__ = ["S2IInstance", "S2IStats", "Source", "default_boxes", "points_first_instances", "s2i_targets",
+__all__ = ["S2IInstance", "S2IStats", "Source", "box_slices", "default_boxes", "points_first_instances", "s2i_targets",
            "nearest_point"]
 
 Source = Literal["single", "separated", "default-box"]
@@ -106,7 +106,7 @@ def nearest_point(ys: np.ndarray, xs: np.ndarray, points_yx: np.ndarray) -> np.n
     return out
 
 
-def _box_slices(center_yx: np.ndarray, side: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+def box_slices(center_yx: np.ndarray, side: int, shape: tuple[int, int]) -> tuple[slice, slice]:
     """Rows/cols [c − side//2, c − side//2 + side) around the rounded centre, clipped to the image."""
     cy, cx = (int(v) for v in np.floor(np.asarray(center_yx, dtype=np.float64) + 0.5))
     y0, x0 = cy - side // 2, cx - side // 2
@@ -173,7 +173,7 @@ def default_boxes(
     best = np.full(shape, np.inf)
     owner = np.full(shape, -1, dtype=np.int64)
     for p in np.sort(box_points):
-        sy, sx = _box_slices(points[p], side, shape)
+        sy, sx = box_slices(points[p], side, shape)
         yy, xx = np.mgrid[sy, sx]
         d = (yy - points[p, 0]) ** 2 + (xx - points[p, 1]) ** 2
         win_best, win_owner = best[sy, sx], owner[sy, sx]

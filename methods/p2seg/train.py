@@ -17,7 +17,7 @@ The final stage's instance map is exported (:func:`export_instances`): each poin
 class, grouped by the predicted offsets (Eq. 1 of BESTIE), on the I2S semantic map (paper: "the
 class-agnostic instance segmentation map is multiplied with the semantic segmentation map generated
 through I2S") or on the stage's input map (``export_semantic``); points left without pixels get a
-default box (paper 16 × 16; release 64 × 64, score 0.5).
+default box (paper 16 × 16) or the release's treatment (:func:`empty_point_instances`).
 
 No pipeline imports: numpy, torch (and :mod:`methods.bestie`, :mod:`methods.runtime`).
 """
@@ -48,12 +48,12 @@ from methods.bestie.train import (
 from methods.bestie.transfer import OffsetTarget
 from methods.checkpointing import Checkpointing
 
-from .i2s import RELEASE_LOSS, Background, i2s_loss, refined_semantic
+from .i2s import RELEASE_LOSS, Background, i2s_loss, pooled_masks, refined_semantic
 from .model import P2SegNet
-from .s2i import S2IStats, default_boxes, s2i_targets
+from .s2i import S2IStats, box_slices, default_boxes, s2i_targets
 
-__all__ = ["P2SegConfig", "StageResult", "build_samples", "i2s_term", "train_p2seg", "semantic_maps",
-           "export_instances"]
+__all__ = ["P2SegConfig", "StageResult", "affinity_targets", "build_samples", "i2s_term", "train_p2seg",
+           "semantic_maps", "export_instances", "empty_point_instances"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,14 @@ class P2SegConfig:
     default_box: int | None
     default_box_in_training: bool
     export_box_score: float
+    export_empty_points: Literal["box", "release"]
     # I2S
     lambda_i2s: float
     embed_dim: int
     affinity_pool: int
     affinity_loss: Literal["paper", "release"]
+    affinity_labels: Literal["max-pool", "sample"]
+    affinity_ignore: Literal["background", "drop"]
     affinity_background: Background
     chunk_size: int | None
     max_pairs: int | None
@@ -95,6 +98,8 @@ class P2SegConfig:
             raise ValueError(f"default_box must be >= 1 or None, got {self.default_box}")
         if self.bestie.supervision != "points":
             raise ValueError("P2Seg is point-supervised: bestie.supervision must be 'points'")
+        if self.max_pairs is not None and self.affinity_labels == "max-pool":
+            raise ValueError("max_pairs samples pairs of one label per cell: it needs affinity_labels = 'sample'")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,23 +142,46 @@ def build_samples(
 
 
 def _on_grid(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) integer labels → (B, h, w) by nearest sampling (ids are kept exactly)."""
+    """(B, H, W) integer labels → (B, h, w) by nearest sampling (each cell's top-left pixel for an
+    integer stride; ids are kept exactly)."""
     return F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def affinity_targets(semantic: torch.Tensor, instances: torch.Tensor, size: tuple[int, int],
+                     config: P2SegConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The I2S loss's labels on the (h, w) embedding grid from the (B, H, W) semantic targets and instance
+    map: (instance labels, semantic labels, valid cells or None). ``affinity_labels``: ``"max-pool"`` —
+    each instance / class mask max-pooled over the cell (:func:`~methods.p2seg.i2s.pooled_masks`, the
+    release); ``"sample"`` — the id of each cell's top-left pixel. ``affinity_ignore``: pixels the
+    semantic map ignores (255) are ``"background"`` (the release: in no class mask) or ``"drop"`` them
+    (a cell in no pair: a sampled 255, or, max-pooled, a cell of 255 pixels only)."""
+    if config.affinity_ignore == "background":
+        semantic = semantic.masked_fill(semantic == 255, 0)
+    elif config.affinity_ignore != "drop":
+        raise ValueError(f"affinity_ignore must be 'background' or 'drop', got {config.affinity_ignore!r}")
+    if config.affinity_labels == "sample":
+        sem = _on_grid(semantic, size)
+        return _on_grid(instances, size), sem, (sem != 255) if config.affinity_ignore == "drop" else None
+    if config.affinity_labels != "max-pool":
+        raise ValueError(f"affinity_labels must be 'max-pool' or 'sample', got {config.affinity_labels!r}")
+    valid = None
+    if config.affinity_ignore == "drop":
+        valid = F.adaptive_max_pool2d((semantic != 255).float()[:, None], size)[:, 0] > 0
+    return pooled_masks(instances, size, ignore_index=None), pooled_masks(semantic, size), valid
 
 
 def i2s_term(config: P2SegConfig) -> ExtraLoss:
     """λ_I2S · L_I2S (Eq. 5) for the shared loop: the target is the instance affinity of the online
-    regrouped instance map once refinement runs, of the S2I map before; pairs on the embedding grid."""
+    regrouped instance map once refinement runs, of the S2I map before; labels on the embedding grid
+    (:func:`affinity_targets`)."""
     kwargs: dict[str, Any] = dict(RELEASE_LOSS) if config.affinity_loss == "release" else {}
 
     def term(outputs: dict[str, torch.Tensor], batch: TrainBatch) -> dict[str, torch.Tensor]:
         emb = outputs["embedding"]
-        size = (emb.shape[-2], emb.shape[-1])
         instances = batch.refined_instance if batch.refined_instance is not None else batch.pseudo_instance
-        semantic = _on_grid(batch.semantic, size)
-        loss = i2s_loss(emb, _on_grid(instances, size), semantic != 255, semantic_map=semantic,
-                        background=config.affinity_background, chunk_size=config.chunk_size,
-                        max_pairs=config.max_pairs, **kwargs)
+        inst, semantic, valid = affinity_targets(batch.semantic, instances, (emb.shape[-2], emb.shape[-1]), config)
+        loss = i2s_loss(emb, inst, valid, semantic_map=semantic, background=config.affinity_background,
+                        chunk_size=config.chunk_size, max_pairs=config.max_pairs, **kwargs)
         return {"i2s": config.lambda_i2s * loss}
 
     return term
@@ -229,8 +257,8 @@ def export_instances(
 ) -> Iterator[list[tuple[Instance, int]]]:
     """The final pseudo labels of each training image: per point, the pixels of its class grouped to
     it by the predicted offsets (score = mean class probability), on the I2S map or the stage's input
-    map (``export_semantic``); a point left without pixels gets a ``default_box`` (score
-    ``export_box_score``; none when ``default_box`` is None)."""
+    map (``export_semantic``); points left without pixels as ``export_empty_points`` says
+    (:func:`empty_point_instances`)."""
     use_i2s = config.export_semantic == "i2s" and result.refined is not None
     maps = result.refined if use_i2s else result.semantic
     assert maps is not None
@@ -239,9 +267,50 @@ def export_instances(
     for outputs, semantic, yx, cls in zip(predicted, maps, points, point_classes):
         found = [(inst, k) for inst, k in refined_instances(outputs, semantic, yx, cls, thing_classes, config.bestie)
                  if k is not None]
-        if config.default_box is not None:
-            missing = np.setdiff1d(np.arange(len(yx)), [k for _, k in found]).astype(np.int64)
-            for box in default_boxes(semantic.shape, [inst.mask for inst, _ in found], missing,
-                                     np.asarray(yx, np.float64), np.asarray(cls), config.default_box):
-                found.append((Instance(box.mask, box.semantic_class, config.export_box_score, box.center), box.point))
+        found += empty_point_instances(semantic, found, np.asarray(yx, np.float64).reshape(-1, 2),
+                                       np.asarray(cls).reshape(-1), config)
         yield sorted(found, key=lambda f: f[1])
+
+
+def empty_point_instances(
+    semantic: np.ndarray, found: Sequence[tuple[Instance, int]], points_yx: np.ndarray, point_classes: np.ndarray,
+    config: P2SegConfig,
+) -> list[tuple[Instance, int]]:
+    """The exported instances of the points ``found`` gives no pixels, with their point indices.
+
+    - ``export_empty_points = "box"`` (paper: "for points without clear instance predictions, a default
+      pseudo-box"): each such point a ``default_box`` of the pixels no found mask holds (boxes that
+      overlap split by the nearest point), score ``export_box_score``;
+    - ``"release"`` (``get_ins_map_with_point_forallpoint``): a point whose class is in ``semantic`` an
+      empty mask of score 0; a point of another class a whole ``default_box`` box clipped to the image
+      (other masks not removed), score ``export_box_score`` — only when its int x is not the x, or its
+      int y not the y, of any point of a class in ``semantic`` (every point when there is none).
+
+    No boxes when ``default_box`` is None."""
+    shape = semantic.shape
+    have = {k for _, k in found}
+    missing = np.array([k for k in range(len(points_yx)) if k not in have], dtype=np.int64)
+    if config.export_empty_points == "box":
+        if config.default_box is None or not len(missing):
+            return []
+        boxes = default_boxes(shape, [inst.mask for inst, _ in found], missing, points_yx, point_classes,
+                              config.default_box)
+        return [(Instance(b.mask, b.semantic_class, config.export_box_score, b.center), b.point) for b in boxes]
+    if config.export_empty_points != "release":
+        raise ValueError(f"export_empty_points must be 'box' or 'release', got {config.export_empty_points!r}")
+    present = np.isin(point_classes, np.unique(semantic))
+    out = [(Instance(np.zeros(shape, dtype=bool), int(point_classes[k]), 0.0,
+                     (float(points_yx[k, 0]), float(points_yx[k, 1]))), int(k)) for k in missing if present[k]]
+    if config.default_box is None:
+        return out
+    ys = {int(points_yx[k, 0]) for k in np.flatnonzero(present)}
+    xs = {int(points_yx[k, 1]) for k in np.flatnonzero(present)}
+    for k in np.flatnonzero(~present):
+        if ys and int(points_yx[k, 0]) in ys and int(points_yx[k, 1]) in xs:
+            continue
+        sy, sx = box_slices(points_yx[k], config.default_box, shape)
+        mask = np.zeros(shape, dtype=bool)
+        mask[sy, sx] = True
+        out.append((Instance(mask, int(point_classes[k]), config.export_box_score,
+                             (float(points_yx[k, 0]), float(points_yx[k, 1]))), int(k)))
+    return out
