@@ -269,9 +269,10 @@ def test_matches_panopticapi_on_random_cases(tmp_path, seed):
     gt_images, preds = random_panoptic_case(seed)
     write_split(tmp_path / "ds", "val", REF_CATS, gt_images)
     write_panoptic_predictions(tmp_path / "pred.json", preds, REF_CATS)
-    for workers in (1, 2):  # the 2-process pool sums in panopticapi's order: bit-identical on 2 cores
+    # native: the 2-process pool sums in panopticapi's order, bit-identical; hotcoco: the default backend
+    for options in ({"backend": "native", "workers": 1}, {"backend": "native", "workers": 2}, {}):
         res = evaluate_files("pq", gt_root=tmp_path / "ds", split="val", predictions=tmp_path / "pred.json",
-                             workers=workers)
+                             **options)
         for suffix, (pq, sq, rq) in PANOPTICAPI[seed].items():
             assert res.metrics[f"pq.PQ{suffix}"] == pytest.approx(pq, abs=1e-12)
             assert res.metrics[f"pq.SQ{suffix}"] == pytest.approx(sq, abs=1e-12)

@@ -5,8 +5,9 @@ One evaluator contract for every metric family (``process`` per image, ``merge``
 :func:`evaluate_files`. Metrics are in percent except counts. This package never imports
 ``methods`` or the pipeline.
 
-Registered evaluators: ``voc`` (chainercv VOC instance mAP), ``coco`` (pycocotools COCOeval,
-segm + bbox), ``pq`` (panopticapi PQ/SQ/RQ), ``semantic`` (mIoU), ``pseudo`` (pseudo-label
+Registered evaluators: ``voc`` (chainercv VOC instance mAP), ``coco`` (COCOeval, segm + bbox, by a
+selectable backend: hotcoco, faster-coco-eval or pycocotools), ``pq`` (panopticapi PQ/SQ/RQ; native or
+hotcoco backend), ``semantic`` (mIoU), ``pseudo`` (pseudo-label
 quality), ``wsod`` (VOC box AP@0.5 and CorLoc).
 """
 
@@ -18,6 +19,7 @@ from bench.evaluation.rle import encode as encode_mask
 from bench.evaluation.voc import VOCInstanceEvaluator
 from bench.evaluation.coco import COCOEvaluator
 from bench.evaluation.panoptic import PanopticEvaluator
+from bench.evaluation import pq_hotcoco  # noqa: F401  registers the hotcoco PQ backend
 from bench.evaluation.semantic import SemanticEvaluator
 from bench.evaluation.pseudo import PseudoLabelEvaluator
 from bench.evaluation.wsod import WSODEvaluator

@@ -1,4 +1,4 @@
-"""COCO AP (segm and bbox) — pycocotools ``COCOeval``, unchanged.
+"""COCO AP (segm and bbox) — COCOeval with default parameters, run by a selectable backend.
 
 The evaluator validates and collects result records per image, then hands them to
 ``COCO.loadRes`` + ``COCOeval(evaluate, accumulate, summarize)`` with default parameters
@@ -6,17 +6,23 @@ The evaluator validates and collects result records per image, then hands them t
 become ``coco.<iouType>.AP|AP50|AP75|APs|APm|APl`` × 100; a ``-1`` (no ground truth for that
 setting, e.g. no small objects) is reported as NaN, counted and explained in the notes.
 
+``backend`` (``eval.coco_backend``) picks the COCOeval implementation
+(:mod:`bench.evaluation.coco_backends`): ``hotcoco`` (default), ``faster-coco-eval`` or
+``pycocotools`` (the reference). Tests hold the three bit-identical.
+
 Choices made around the unchanged COCOeval, each documented in docs/evaluation.md:
 
 - Image set: every image of the ground truth (``params.imgIds`` default), as evaluating a results
   file against an annotation file does; images without predictions simply have none.
 - segm area (``segm_area="mask"``, default): ``loadRes`` takes a result's area from its box when
   a ``bbox`` is present and from its mask otherwise. For segm evaluation the boxes are dropped so
-  the area ranges (APs/APm/APl) use mask areas — what mmdetection does; detectron2 keeps the
-  boxes (``segm_area="bbox"``). AP/AP50/AP75 do not depend on it.
-- bbox evaluation: results without ``bbox`` get ``pycocotools.mask.toBbox`` of their mask.
-- Empty predictions: ``loadRes`` rejects an empty list; an empty result set is built directly,
-  so every category with ground truth gets AP 0.
+  the area ranges (APs/APm/APl) use mask areas — what detectron2 and mmdetection do;
+  ``segm_area="bbox"`` keeps them (plain pycocotools on a results file with boxes and masks).
+  AP/AP50/AP75 do not depend on it.
+- bbox evaluation: results without ``bbox`` get ``pycocotools.mask.toBbox`` of their mask, so box
+  areas drive APs/APm/APl (pycocotools on a masks-only file would use mask areas there).
+- Empty predictions: pycocotools' ``loadRes`` rejects an empty list; an empty result set is built
+  directly, so every category with ground truth gets AP 0.
 - Detections beyond ``maxDets[-1]`` (100) per (image, category) are never looked at by COCOeval;
   their number is counted in ``coco.dets_beyond_maxdets``.
 - COCOeval's console output goes to the ``bench.evaluation.coco`` logger (DEBUG).
@@ -24,50 +30,26 @@ Choices made around the unchanged COCOeval, each documented in docs/evaluation.m
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from bench.evaluation.base import EvaluationError, EvaluationResult, Evaluator, check_options, register_evaluator
+from bench.evaluation.coco_backends import DEFAULT_COCO_BACKEND, COCORun, get_backend
 from bench.evaluation.gt import CanonicalGT
-
-log = logging.getLogger(__name__)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_TYPES = ("segm", "bbox")
 
 
-@contextlib.contextmanager
-def _quiet(what: str):
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        yield
-    text = buf.getvalue().strip()
-    if text:
-        log.debug("%s:\n%s", what, text)
-
-
-def _coco_from_dict(dataset: dict) -> COCO:
-    coco = COCO()
-    coco.dataset = dataset
-    with _quiet("COCO.createIndex"):
-        coco.createIndex()
-    return coco
-
-
 @register_evaluator("coco")
 class COCOEvaluator(Evaluator):
-    """COCO AP via pycocotools for one or both iou types."""
+    """COCO AP (COCOeval of ``backend``) for one or both iou types."""
 
-    def __init__(self, gt: CanonicalGT, *, iou_types: Sequence[str] = IOU_TYPES, segm_area: str = "mask") -> None:
+    def __init__(self, gt: CanonicalGT, *, iou_types: Sequence[str] = IOU_TYPES, segm_area: str = "mask",
+                 backend: str = DEFAULT_COCO_BACKEND) -> None:
         super().__init__()
         self.gt = gt
         self.iou_types = tuple(iou_types)
@@ -77,10 +59,11 @@ class COCOEvaluator(Evaluator):
         if segm_area not in ("mask", "bbox"):
             raise EvaluationError(f"coco: segm_area must be 'mask' or 'bbox', got {segm_area!r}")
         self.segm_area = segm_area
+        self.backend = get_backend(backend).name  # unknown / not installed: an error now, not at summarize
         self._images: dict[int, list[dict]] = {}
 
     def _signature(self) -> tuple:
-        return (self.gt.fingerprint(), self.iou_types, self.segm_area)
+        return (self.gt.fingerprint(), self.iou_types, self.segm_area, self.backend)
 
     def process(self, image_id: int, records: list[dict], *, validated: bool = False) -> None:
         """Collect one image's result records ``{category_id, score, segmentation?, bbox?}``."""
@@ -129,24 +112,9 @@ class COCOEvaluator(Evaluator):
             n += sum(max(0, c - max_det) for c in per_cat.values())
         return n
 
-    def run_cocoeval(self, iou_type: str) -> COCOeval:
-        """Build ``COCOeval`` on the ground truth and the collected results and run it (quietly)."""
-        gt_dataset = dict(self.gt.instances)
-        gt_dataset["annotations"] = [dict(a) for a in self.gt.instances["annotations"]]  # COCOeval adds 'ignore'
-        coco_gt = _coco_from_dict(gt_dataset)
-        results = self._results(iou_type)
-        if results:
-            with _quiet("COCO.loadRes"):
-                coco_dt = coco_gt.loadRes(results)
-        else:  # loadRes rejects an empty list: an empty result set, as loadRes would build it
-            coco_dt = _coco_from_dict({"images": list(gt_dataset["images"]),
-                                       "categories": copy.deepcopy(gt_dataset["categories"]), "annotations": []})
-        ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
-        with _quiet(f"COCOeval({iou_type})"):
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        return ev
+    def run_cocoeval(self, iou_type: str) -> COCORun:
+        """Run COCOeval of the backend on the ground truth and the collected results (quietly)."""
+        return get_backend(self.backend).run(self.gt.instances, self._results(iou_type), iou_type)
 
     def summarize(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -156,19 +124,19 @@ class COCOEvaluator(Evaluator):
         self._counts["coco.gt_crowd"] = sum(1 for a in self.gt.instances["annotations"] if a.get("iscrowd", 0))
         for iou_type in self.iou_types:
             ev = self.run_cocoeval(iou_type)
-            self._counts["coco.dets_beyond_maxdets"] = self._count_beyond_maxdets(ev.params.maxDets[-1])
+            self._counts["coco.dets_beyond_maxdets"] = self._count_beyond_maxdets(ev.max_dets[-1])
             for name, v in zip(STAT_NAMES, ev.stats[:6]):
                 key = f"coco.{iou_type}.{name}"
                 if v == -1:
                     out[key] = float("nan")
                     self._counts[f"{key}.nan"] = 1
-                    self._note(f"{key} is NaN: pycocotools returned -1 (no ground truth in that IoU/area setting)")
+                    self._note(f"{key} is NaN: COCOeval returned -1 (no ground truth in that IoU/area setting)")
                 else:
                     out[key] = float(v) * 100
             # per class AP (IoU .50:.95, area all, maxDets 100), as detectron2 reports it
-            precision = ev.eval["precision"]
+            precision = ev.precision
             per = {}
-            for k, cid in enumerate(ev.params.catIds):
+            for k, cid in enumerate(ev.cat_ids):
                 p = precision[:, :, k, 0, -1]
                 p = p[p > -1]
                 per[self.gt.category_name(cid)] = float(np.mean(p)) * 100 if p.size else float("nan")
@@ -177,7 +145,7 @@ class COCOEvaluator(Evaluator):
 
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
-        check_options("coco", options, {"iou_types", "segm_area", "check_rle"})
+        check_options("coco", options, {"iou_types", "segm_area", "backend", "check_rle"})
         iou_types = tuple(options.get("iou_types", IOU_TYPES))
         return cls._evaluate_instance_files(gt_root, split, predictions, **options,
                                             need={"need_mask": "segm" in iou_types, "need_bbox": "bbox" in iou_types})

@@ -18,7 +18,16 @@ Reference: cocodataset/panopticapi ``panopticapi/evaluation.py`` (``pq_compute_s
   ``pq = Σiou / (tp + fp/2 + fn/2)``, ``sq = Σiou / tp`` (0 if no tp), ``rq = tp / (tp + fp/2 + fn/2)``;
   All / Things (``isthing == 1``) / Stuff.
 
-Implementation: per image, the GT and predicted ids are mapped to compact indices (``searchsorted``
+Backends (``backend``, from the ``eval.coco_backend`` switch; :data:`PQ_BACKENDS`):
+
+- ``native`` — this module, per image in Python/NumPy, optionally over ``workers`` processes; checked
+  against panopticapi itself (tests/test_eval_panoptic.py). Used for ``pycocotools`` and
+  ``faster-coco-eval``, which have no PQ.
+- ``hotcoco`` (the default) — ``hotcoco.panoptic.PanopticEval`` (Rust, its own threads) on the same
+  validated JSONs; its per-category (Σiou, tp, fp, fn) go through the same averaging as ``native``
+  (:mod:`bench.evaluation.pq_hotcoco`; tests/test_eval_pq_backends.py holds the two equal).
+
+Implementation of ``native``: per image, the GT and predicted ids are mapped to compact indices (``searchsorted``
 over the ids of the JSON) and one ``np.bincount`` over ``gt_index · n_pred + pred_index`` gives the
 whole intersection table — the same numbers as panopticapi's ``np.unique`` over
 ``gt_id · 256³ + pred_id`` (a test checks both), without per-pixel Python. Per-category IoU sums
@@ -29,7 +38,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -39,8 +48,38 @@ from bench.evaluation.gt import CanonicalGT, panoptic_png_path, read_json
 
 OFFSET = 256 * 256 * 256
 VOID = 0
-#: below this many images the process pool is not worth its start-up
+#: default ``workers`` of the native backend from POOL_MIN_IMAGES images on: 2, measured faster than 1 at
+#: 5,000 images on the 2-core machines (docs/evaluation.md, "Benchmark")
+DEFAULT_WORKERS = 2
+#: below this many images the default is 1 process (the pool is not worth its start-up)
 POOL_MIN_IMAGES = 64
+#: COCO backend name (``eval.coco_backend``) → PQ backend; a library without PQ uses ``native``
+PQ_BACKEND_OF = {"pycocotools": "native", "faster-coco-eval": "native", "hotcoco": "hotcoco", "native": "native"}
+DEFAULT_PQ_BACKEND = "hotcoco"
+
+#: name → ``run(evaluator, jobs, predictions, pred_json, pred_folder, workers)``: fills the evaluator's
+#: state from the validated jobs ``[(image_id, prediction annotation)]`` (:func:`register_pq_backend`)
+PQ_BACKENDS: dict[str, Callable[..., None]] = {}
+
+
+def register_pq_backend(name: str):
+    """Function decorator registering a PQ backend under ``name``."""
+
+    def deco(fn: Callable[..., None]) -> Callable[..., None]:
+        if name in PQ_BACKENDS:
+            raise KeyError(f"a PQ backend named {name!r} is already registered")
+        PQ_BACKENDS[name] = fn
+        return fn
+
+    return deco
+
+
+def pq_backend(name: str) -> str:
+    """The PQ backend used for ``name`` (a COCO backend name or a PQ backend name)."""
+    try:
+        return PQ_BACKEND_OF[name]
+    except KeyError:
+        raise EvaluationError(f"pq: unknown backend {name!r}; allowed: {sorted(PQ_BACKEND_OF)}") from None
 
 
 def read_panoptic_ids(path: Path, *, record: str) -> np.ndarray:
@@ -352,9 +391,12 @@ class PanopticEvaluator(Evaluator):
     @classmethod
     def evaluate_files(cls, *, gt_root: Path, split: str, predictions: Path, **options: Any) -> EvaluationResult:
         """``predictions``: a COCO panoptic JSON; PNGs in ``pred_folder`` (default: the JSON path
-        without ``.json``, panopticapi's convention). ``workers``: processes (default: 2 when there
-        are at least 64 images and the platform can fork, else 1)."""
-        check_options("pq", options, {"pred_folder", "workers"})
+        without ``.json``, panopticapi's convention). ``backend``: see the module docstring (default
+        ``hotcoco``). ``workers``: processes of the ``native`` backend (default
+        :data:`DEFAULT_WORKERS` from :data:`POOL_MIN_IMAGES` images on, else 1; more than 1 only where the
+        platform can fork)."""
+        check_options("pq", options, {"pred_folder", "workers", "backend"})
+        backend = pq_backend(options.get("backend", DEFAULT_PQ_BACKEND))
         gt = CanonicalGT.load(gt_root, split)
         predictions = Path(predictions)
         pred_json = read_json(predictions, "panoptic predictions JSON")
@@ -379,25 +421,30 @@ class PanopticEvaluator(Evaluator):
             if iid not in pred_by_image:
                 raise EvaluationError(f"{predictions}: no prediction for the image with id: {iid}")
         jobs = [(iid, pred_by_image[iid]) for iid in image_ids]
-        workers = options.get("workers")
-        if workers is None:
-            workers = 2 if len(jobs) >= POOL_MIN_IMAGES else 1
-        workers = max(1, min(int(workers), len(jobs) or 1))
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            global _WORKER_STATE
-            _WORKER_STATE = (gt, predictions, pred_folder)
-            try:
-                # contiguous chunks merged in order, as panopticapi's np.array_split over its cores
-                chunks = [[jobs[i] for i in part] for part in np.array_split(np.arange(len(jobs)), workers)]
-                with multiprocessing.get_context("fork").Pool(workers) as pool:
-                    parts = pool.map(_run_chunk, chunks)
-            finally:
-                _WORKER_STATE = None
-            for part in parts:
-                ev.merge(part)
-        else:
-            _process_jobs(ev, jobs, predictions, pred_folder)
+        PQ_BACKENDS[backend](ev, jobs, predictions, pred_json, pred_folder, options.get("workers"))
         return ev.result()
+
+
+@register_pq_backend("native")
+def _run_native(ev: PanopticEvaluator, jobs: list[tuple[int, dict]], predictions: Path, pred_json: dict,
+                pred_folder: Path | None, workers: int | None) -> None:
+    if workers is None:
+        workers = DEFAULT_WORKERS if len(jobs) >= POOL_MIN_IMAGES else 1
+    workers = max(1, min(int(workers), len(jobs) or 1))
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        global _WORKER_STATE
+        _WORKER_STATE = (ev.gt, predictions, pred_folder)
+        try:
+            # contiguous chunks merged in order, as panopticapi's np.array_split over its cores
+            chunks = [[jobs[i] for i in part] for part in np.array_split(np.arange(len(jobs)), workers)]
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_run_chunk, chunks)
+        finally:
+            _WORKER_STATE = None
+        for part in parts:
+            ev.merge(part)
+    else:
+        _process_jobs(ev, jobs, predictions, pred_folder)
 
 
 _WORKER_STATE: tuple | None = None

@@ -129,8 +129,8 @@ def validate_instance_records(
             seen_ids[r["id"]] = i
         if "score" in r:
             score = r["score"]
-            if not _is_number(score) or not math.isfinite(float(score)):
-                raise EvaluationError(f"{source}: {where}: score must be a finite number, got {score!r}")
+            if not _is_number(score) or not math.isfinite(float(score)) or float(score) < 0:
+                raise EvaluationError(f"{source}: {where}: score must be a finite number >= 0, got {score!r}")
             score = float(score)
         elif need_score:
             raise EvaluationError(f"{source}: {where}: missing 'score'")
