@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from bench.commands import COMMANDS, load_commands
@@ -44,18 +45,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, DVC stopping a stage), raised like Ctrl-C's ``KeyboardInterrupt`` so
+    that the same clean-up runs: temporaries removed, the MLflow run ended KILLED."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+#: Errors of the user's inputs or settings: one line, no traceback (``-v`` shows it). FloatingPointError is a
+#: training that diverged (a non-finite loss; its message names the step, the loss and the params to try).
+USER_ERRORS = (ParamsError, ValueError, FileNotFoundError, KeyError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.handler(args) or 0)
-    except (ParamsError, ValueError, FileNotFoundError, KeyError) as exc:
+    except KeyboardInterrupt as exc:
+        if args.verbose:
+            raise
+        name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        print(f"bench {args.command}: interrupted ({name}); partial outputs removed, the run is marked KILLED",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except USER_ERRORS as exc:
         if args.verbose:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"bench {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

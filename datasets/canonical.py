@@ -21,10 +21,9 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from datasets.errors import DatasetError, safe_join
-from datasets.imageio import read_index_png, read_panoptic_png
+from datasets.imageio import check_image, read_index_png, read_panoptic_png, read_rgb
 from datasets.records import (
     FORMAT_VERSION,
     VOID_LABEL,
@@ -42,6 +41,60 @@ __all__ = [
     "Category", "Instance", "StuffSegment", "PanopticSegment", "ImageRecord", "semantic_classes",
     "FORMAT_VERSION", "VOID_LABEL",
 ]
+
+
+def validate_instances(instances: dict, path: Path, categories: dict[int, Category] | None = None) -> None:
+    """The one validation of a canonical ``instances.json``, shared by every reader (points, reference, method
+    stages, evaluate): the structure checks of the evaluation's ground-truth reader
+    (:func:`bench.evaluation.gt.validate_instances_gt`: unique image / category / annotation ids, annotations
+    on known images and categories, RLE sizes), RLE strings that decode to exactly ``h·w`` pixels
+    (:func:`bench.evaluation.rle.check_rles`), and for every annotation a non-empty mask whose ``area`` is its
+    pixel count; with ``categories`` (meta.json), every annotation's category must be a thing category there.
+    Raises :class:`DatasetError` naming the file and the annotation."""
+    from bench.evaluation.base import EvaluationError
+    from bench.evaluation.gt import validate_instances_gt
+    from bench.evaluation.rle import check_rles, rle_totals
+
+    def error(exc: EvaluationError) -> DatasetError:
+        message = str(exc)
+        prefix = f"{path}: "
+        return DatasetError(message[len(prefix):] if message.startswith(prefix) else message, path=path)
+
+    try:
+        validate_instances_gt(instances, path)
+    except EvaluationError as exc:
+        raise error(exc) from None
+    sizes = {im["id"]: (int(im["height"]), int(im["width"])) for im in instances["images"]}
+    rles, shapes, where, anns = [], [], [], []
+    for a in instances["annotations"]:
+        record = f"annotation {a['id']} (image {a['image_id']})"
+        if categories is not None:
+            cat = categories.get(a["category_id"])
+            if cat is None or not cat.isthing:
+                raise DatasetError(f"category_id {a['category_id']} is not a thing category of meta.json",
+                                   path=path, record=record)
+        seg = a.get("segmentation")
+        if not (isinstance(seg, dict) and isinstance(seg.get("counts"), str)):
+            raise DatasetError("segmentation must be a compressed RLE {size, counts: str}", path=path, record=record)
+        rles.append(seg)
+        shapes.append(sizes[a["image_id"]])
+        where.append(record)
+        anns.append(a)
+    try:
+        check_rles(rles, shapes, where=where, source=str(path))
+    except EvaluationError as exc:
+        raise error(exc) from None
+    if not rles:
+        return
+    _, areas, _ = rle_totals([seg["counts"].encode("ascii") for seg in rles])
+    for a, area, record in zip(anns, areas, where):
+        if area == 0:
+            raise DatasetError("the mask is empty (no pixel): an instance without pixels cannot be matched or "
+                               "sampled", path=path, record=record)
+        given = a.get("area")
+        if given is not None and (isinstance(given, bool) or not isinstance(given, (int, float))
+                                  or round(given) != int(area)):
+            raise DatasetError(f"area {given!r} but the mask has {int(area)} pixels", path=path, record=record)
 
 
 def _read_json(path: Path) -> dict:
@@ -82,8 +135,11 @@ class CanonicalSplit:
     # --- JSON files -------------------------------------------------------------------------
     @cached_property
     def instances(self) -> dict:
-        """``instances.json`` (COCO instances dict)."""
-        return _read_json(self.root / "instances.json")
+        """``instances.json`` (COCO instances dict), validated (:func:`validate_instances`)."""
+        path = self.root / "instances.json"
+        data = _read_json(path)
+        validate_instances(data, path, self.dataset.category_by_id)
+        return data
 
     @cached_property
     def panoptic(self) -> dict:
@@ -153,10 +209,20 @@ class CanonicalSplit:
             raise DatasetError(f"no image with id {image_id}", path=self.root / "instances.json") from None
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """The image as ``uint8 (H, W, 3)`` RGB."""
+        """The image as ``uint8 (H, W, 3)`` RGB; a missing or corrupt file is an error naming it."""
         info = self.image(image_id)
-        with Image.open(info.path) as im:
-            return np.asarray(im.convert("RGB"))
+        return read_rgb(info.path, record=f"image {image_id}")
+
+    def check_images(self, workers: int = 4) -> None:
+        """Decode every image of the split completely and check its size (:func:`datasets.imageio.check_image`):
+        a corrupt or truncated file stops a stage before it trains, naming the file."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def check(info: ImageInfo) -> None:
+            check_image(info.path, height=info.height, width=info.width, record=f"image {info.id}")
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            list(pool.map(check, self.images))
 
     def annotations(self, image_id: int) -> list[dict]:
         """The ``instances.json`` annotations of one image (RLE masks)."""

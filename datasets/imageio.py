@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from datasets.errors import DatasetError
 
 __all__ = [
-    "check_image", "read_index_png", "read_panoptic_png", "write_index_png", "write_panoptic_png",
+    "check_image", "read_rgb", "read_index_png", "read_panoptic_png", "write_index_png", "write_panoptic_png",
     "rgb2id", "id2rgb", "link_or_copy", "MAX_PANOPTIC_ID",
 ]
 
@@ -45,6 +45,19 @@ def check_image(path: Path, *, height: int | None = None, width: int | None = No
         raise DatasetError(f"image is {w}x{h} (WxH) but its annotations are {width}x{height}: "
                            "mask size different from image size", path=path, record=record)
     return h, w
+
+
+def read_rgb(path: Path, *, record: str | None = None) -> np.ndarray:
+    """The image at ``path`` as ``uint8 (H, W, 3)`` RGB — the one reader of dataset images: a missing, corrupt or
+    truncated file is a :class:`DatasetError` naming the file (PIL's own errors name none)."""
+    if not path.is_file():
+        raise DatasetError("image file is missing", path=path, record=record)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except _DECODE_ERRORS as e:
+        raise DatasetError(f"image cannot be decoded (corrupt or truncated): {e}; re-run `bench data prepare` or "
+                           "restore the file", path=path, record=record) from e
 
 
 def _open_png(path: Path, record: str | None) -> Image.Image:

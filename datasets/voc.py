@@ -180,8 +180,10 @@ def voc_image_ids(stems: Sequence[str]) -> dict[str, int]:
 
 
 def instances_from_maps(obj: np.ndarray, cls: np.ndarray, declared: Sequence[tuple[int, str, int]], *,
-                        class_names: Sequence[str], void: int | None, path: Path, record: str) -> list[Instance]:
-    """Instances of one image from an instance index map and a class index map.
+                        class_names: Sequence[str], void: int | None, path: Path, record: str,
+                        class_path: Path | None = None) -> list[Instance]:
+    """Instances of one image from an instance index map (read from ``path``) and a class index map (read
+    from ``class_path``; errors about the class map alone name that file).
 
     ``declared[i-1] = (category id or 0 if unknown, name, difficult)`` for instance index ``i``
     (XML objects; SBD ``Categories``). Every declared index must have pixels and every index in
@@ -189,11 +191,12 @@ def instances_from_maps(obj: np.ndarray, cls: np.ndarray, declared: Sequence[tup
     mask and must equal the declared one.
     """
     n_cls = len(class_names)
+    class_path = path if class_path is None else class_path
     cls_counts = np.bincount(cls.ravel(), minlength=256)
     bad = [v for v in np.flatnonzero(cls_counts) if v > n_cls and v != void]
     if bad:
         raise DatasetError(f"unknown class index {int(bad[0])} in the class map (classes 0..{n_cls}"
-                           f"{'' if void is None else f', {void} void'})", path=path, record=record)
+                           f"{'' if void is None else f', {void} void'})", path=class_path, record=record)
     obj_counts = np.bincount(obj.ravel(), minlength=256)
     present = [int(v) for v in np.flatnonzero(obj_counts) if v != 0 and v != void]
     for v in present:
@@ -259,7 +262,7 @@ def build_voc_record(task: VocTask) -> ImageRecord:
                                    path=task.xml, record=f"{record} object {i}")
         declared = [(ids_of[o.name], o.name, o.difficult) for o in ann.objects]
         instances = instances_from_maps(obj, cls, declared, class_names=names, void=255, path=task.instance_file,
-                                        record=record)
+                                        record=record, class_path=task.class_file)
         void = obj == 255
     else:
         obj, cls, cats = read_sbd_instances(task.instance_file, task.class_file, record=record)
@@ -269,7 +272,7 @@ def build_voc_record(task: VocTask) -> ImageRecord:
                                    record=f"{record} object {i}")
         declared = [(c, names[c - 1], 0) for c in cats]
         instances = instances_from_maps(obj, cls, declared, class_names=names, void=None, path=task.instance_file,
-                                        record=record)
+                                        record=record, class_path=task.class_file)
         void = None
     h, w = obj.shape
     return ImageRecord(image_id=task.image_id, file_name=task.image.name, source=task.image, height=h, width=w,

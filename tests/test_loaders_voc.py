@@ -243,7 +243,7 @@ def test_unknown_class_index_and_name(voc_src: Path, tmp_path: Path) -> None:
     a = _image_a()
     a.cls[5, 5] = 40
     _rewrite(voc_src, a)
-    _fails(voc_src, tmp_path, "SegmentationObject/2007_000001.png", "unknown class index 40")
+    _fails(voc_src, tmp_path, "SegmentationClass/2007_000001.png", "unknown class index 40")
     a = _image_a()
     a.objects[0] = VocObj("martian")
     _rewrite(voc_src, a)

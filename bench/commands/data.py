@@ -79,10 +79,20 @@ def prepare(slot: DatasetSlot, out: Path) -> dict[str, Any]:
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    prep = sub.add_parser("prepare", help="stage prepare: write data/canonical/<slot> from data.<slot> in params")
+    prep = sub.add_parser(
+        "prepare", help="stage prepare: write data/canonical/<slot> from data.<slot> in params",
+        description="Read the slot's dataset (data.<slot>.source: a synthetic preset, generated in the real formats, "
+                    "or VOC+SBD / COCO under data.<slot>.root) through its loader and write the canonical form to "
+                    "data/canonical/<slot>/ (COCO instance JSON with RLE masks, COCO panoptic JSON/PNGs, semantic "
+                    "PNGs, image labels; docs/formats.md). Every image is decoded and every annotation checked; a "
+                    "bad file stops with its path and record. The folder is replaced atomically.")
     slot_argument(prep)
     params_argument(prep)
-    gen = sub.add_parser("generate", help="write a synthetic dataset in the real formats (VOC+SBD or COCO)")
+    gen = sub.add_parser(
+        "generate", help="write a synthetic dataset in the real formats (VOC+SBD or COCO)",
+        description="Write a procedurally generated dataset in the folder layout of the real one (synth-voc: "
+                    "VOCdevkit/VOC2012 + SBD; synth-coco: COCO 2017 JSON + panoptic PNGs) to --out, for trying a "
+                    "loader by hand; the prepare stage generates its own. Generator parameters by --set.")
     gen.add_argument("--preset", required=True, choices=sorted(PRESETS))
     gen.add_argument("--out", required=True, help="folder to create")
     gen.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -105,4 +115,6 @@ def _handle(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS.add("data", Command("prepare a dataset (stage) or generate a synthetic one", _configure, _handle))
+COMMANDS.add("data", Command("prepare a dataset (stage) or generate a synthetic one", _configure, _handle,
+                             description="Datasets: `prepare` writes a slot's canonical form (the pipeline's first "
+                                         "stage); `generate` writes a synthetic dataset in the real formats."))

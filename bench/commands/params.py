@@ -25,14 +25,25 @@ from bench.io import write_text
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    use = sub.add_parser("use", help="write params.yaml for a profile (embedded, smoke, voc, coco)")
+    use = sub.add_parser(
+        "use", help="write params.yaml for a profile (embedded, smoke, voc, coco)",
+        description="Render a complete params file for a profile: every key of the schema, the schema defaults "
+                    "overridden by configs/profiles/<profile>.yaml (and --set). The file is validated before it is "
+                    "written (atomically), so a bad --set leaves the old file in place.")
     use.add_argument("profile", choices=PROFILE_NAMES)
     use.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override one value, e.g. --set data.voc.root=/data/voc (repeatable)")
     use.add_argument("--out", default="params.yaml", help="file to write (default: params.yaml)")
-    val = sub.add_parser("validate", help="validate params.yaml against the schema")
+    val = sub.add_parser(
+        "validate", help="validate params.yaml against the schema",
+        description="Check a params file the way every stage does at its start: every section and key present "
+                    "(no silent defaults), strict types (true is no integer, 'yes' no boolean; an integer is a "
+                    "valid float), ranges, no unknown keys. Prints the first problems with their keys.")
     val.add_argument("--params", default="params.yaml")
-    show = sub.add_parser("show", help="print the validated params (flattened with --flat)")
+    show = sub.add_parser(
+        "show", help="print the validated params (flattened with --flat)",
+        description="Validate a params file (as `bench params validate`) and print it: as YAML, or one "
+                    "`section.key = value` line per key with --flat (the names MLflow and `dvc exp run -S` use).")
     show.add_argument("--params", default="params.yaml")
     show.add_argument("--flat", action="store_true")
 
@@ -53,7 +64,7 @@ def _handle(args: argparse.Namespace) -> int:
         for key, value in parse_assignments(args.set).items():
             _set(params, key, value)
         text = dump_params(params)
-        validate_params(yaml.safe_load(text), source=f"profile {args.profile} with --set")
+        validate_params(yaml.safe_load(text), source=f"profile {args.profile} with --set", complete=True)
         write_text(Path(args.out), text)
         print(f"wrote {args.out} (profile {args.profile}); now run `dvc repro`")
     elif args.action == "validate":
@@ -81,4 +92,7 @@ def check_run_variants(params: Params) -> None:
 
 
 PARAMS_CHECKS.add("report.variants", check_run_variants)
-COMMANDS.add("params", Command("switch profile, validate or show params.yaml", _configure, _handle))
+COMMANDS.add("params", Command(
+    "switch profile, validate or show params.yaml", _configure, _handle,
+    description="Manage params.yaml, the single source of truth of every stage: `use` renders a complete file for a "
+                "profile, `validate` checks one, `show` prints one."))

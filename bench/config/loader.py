@@ -6,6 +6,7 @@ an out-of-range value stops it with a message that names the key and what is all
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,40 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
-def validate_params(raw: Any, *, source: str = "params") -> Params:
-    """Validate a raw mapping against the schema; raise :class:`ParamsError` naming every bad key."""
+def missing_keys(raw: dict[str, Any], model: type[BaseModel] = Params, prefix: str = "") -> list[str]:
+    """The dotted keys of the schema that ``raw`` leaves out (sections and keys, not the entries of free-form
+    mappings such as ``data.voc.synthetic``)."""
+    missing = []
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        if name not in raw:
+            missing.append(key)
+            continue
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(raw[name], dict):
+            missing += missing_keys(raw[name], ann, f"{key}.")
+    return missing
+
+
+def validate_params(raw: Any, *, source: str = "params", complete: bool = False) -> Params:
+    """Validate a raw mapping against the schema; raise :class:`ParamsError` naming every bad key.
+
+    Types are strict, as YAML/JSON reads them: ``true`` is no integer and ``'yes'`` no boolean (an integer
+    is still a valid float). With ``complete`` every section and key of the schema must be present: a params
+    file that leaves one out would silently run on its default (``bench params use <profile>`` renders a
+    complete file)."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    if complete and (missing := missing_keys(raw)):
+        shown = ", ".join(missing[:12]) + (f" (and {len(missing) - 12} more)" if len(missing) > 12 else "")
+        raise ParamsError(f"{source}: incomplete params: missing {shown}. A params file must set every key; "
+                          "render a complete one with `bench params use <profile>` and edit it")
     try:
-        params = Params.model_validate(raw)
+        text = json.dumps(raw, default=str, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise ParamsError(f"{source}: params are not plain YAML data: {exc}") from None
+    try:
+        params = Params.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise ParamsError(_format_errors(source, exc)) from None
     for _, check in PARAMS_CHECKS.items():
@@ -98,7 +127,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not found (run from the repository root, or `bench params use embedded`)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return validate_params(raw, source=str(path))
+    return validate_params(raw, source=str(path), complete=True)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

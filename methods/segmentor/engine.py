@@ -247,8 +247,11 @@ def train(
             if not torch.isfinite(loss):
                 if bar is not None:
                     bar.close()
-                raise FloatingPointError(f"non-finite loss at iteration {step + 1}: "
-                                         f"{ {k: float(v.detach()) for k, v in losses.items()} }")
+                terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+                raise FloatingPointError(
+                    f"training diverged: non-finite loss at iteration {step + 1}: {terms} (lr "
+                    f"{optimizer.param_groups[0]['lr']:.3g}); try a lower segmentor.lr (now {config.lr:g}) or a "
+                    f"longer segmentor.warmup_iters (now {config.warmup_iters})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
