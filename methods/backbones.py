@@ -23,6 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.distributed import (
+    convert_sync_batchnorm,
+    current,
+    gather_rows,
+    mean_across_ranks,
+    per_rank_batch,
+    rank_slice,
+    shard,
+    wrap_model,
+)
 from methods.runtime import deterministic, resolve_device
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PretrainConfig", "PretrainResult", "classification_scores",
@@ -145,11 +155,15 @@ def classification_scores(probabilities: np.ndarray, labels: np.ndarray) -> dict
 
 @torch.no_grad()
 def _predict(model: _Classifier, images: np.ndarray, device: torch.device, batch_size: int) -> np.ndarray:
+    """Class probabilities of ``images``; under DDP each rank scores its shard (methods.distributed.shard) with
+    the unwrapped network (no collectives) and every rank gets all rows back, in order."""
     model.eval()
-    out = [model(_normalize(images[k:k + batch_size], device)).sigmoid().cpu().numpy()
-           for k in range(0, len(images), batch_size)]
+    part = shard(len(images), current())
+    mine = images[part.start:part.stop]
+    out = [model(_normalize(mine[k:k + batch_size], device)).sigmoid().cpu().numpy()
+           for k in range(0, len(mine), batch_size)]
     model.train()
-    return np.concatenate(out)
+    return gather_rows(np.concatenate(out) if out else np.zeros((0, model.fc.out_features), np.float32))
 
 
 def pretrain_classifier(
@@ -169,17 +183,25 @@ def pretrain_classifier(
     score the held-out ``val_images`` every ``config.eval_every`` steps and at the end. Returns the
     body's weights (the classifier is dropped, as ImageNet heads are) and the scores. ``config.seed``
     fixes the initial weights, the batch order and the flips: deterministic on CPU for a seed and a
-    thread count, whatever the global random state before the call."""
+    thread count, whatever the global random state before the call.
+
+    Under torchrun (methods.distributed) every rank draws the same global batch of ``config.batch_size`` images
+    and trains on its slice of it; DDP averages the gradients and the batch-norm statistics are the global batch's,
+    so the schedule is the single-process one (equal up to the order of floating-point sums). Every rank returns
+    the same result."""
     if len(images) == 0 or len(val_images) == 0:
         raise ValueError("pre-training needs training and held-out images")
-    device = resolve_device(config.device)
+    world = current()
+    per_rank_batch(config.batch_size, world.size)  # a batch that does not split evenly stops here
+    device = world.device if world.size > 1 and world.device is not None else resolve_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = _Classifier(feature_extractor(backbone), labels.shape[1]).to(device)
+    classifier = convert_sync_batchnorm(_Classifier(feature_extractor(backbone), labels.shape[1]).to(device), world)
+    model = wrap_model(classifier, world)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, config.lr_factor)
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.iterations, desc=desc, leave=False)
@@ -191,23 +213,24 @@ def pretrain_classifier(
             if len(order) < config.batch_size:
                 order += rng.permutation(len(images)).tolist()
             idx, order = order[:config.batch_size], order[config.batch_size:]
-            batch = images[idx]
-            if config.hflip:
-                flip = rng.random(len(idx)) < 0.5
-                batch = np.where(flip[:, None, None, None], batch[:, :, ::-1], batch)
-            loss = F.binary_cross_entropy_with_logits(model(_normalize(np.ascontiguousarray(batch), device)),
-                                                      torch.from_numpy(labels[idx]).float().to(device))
+            flip = rng.random(len(idx)) < 0.5 if config.hflip else np.zeros(len(idx), bool)  # global draws
+            idx, flip = rank_slice(idx, world), rank_slice(flip, world)
+            batch = np.where(flip[:, None, None, None], images[idx][:, :, ::-1], images[idx])
+            local = F.binary_cross_entropy_with_logits(model(_normalize(np.ascontiguousarray(batch), device)),
+                                                       torch.from_numpy(labels[idx]).float().to(device))
+            loss = mean_across_ranks(local)  # the global batch's loss; every rank sees the same value
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite pre-training loss at step {step}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            local.backward()
             opt.step()
             sched.step()
             if bar is not None:
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 bar.update(1)
             if step % config.eval_every == 0 or step == config.iterations:
-                scores = classification_scores(_predict(model, val_images, device, 4 * config.batch_size), val_labels)
+                scores = classification_scores(_predict(classifier, val_images, device, 4 * config.batch_size),
+                                               val_labels)
                 entry = {"step": float(step), "loss": float(loss.item()), **{f"val.{k}": v for k, v in scores.items()}}
                 history.append(entry)
                 if on_eval is not None:
@@ -215,5 +238,5 @@ def pretrain_classifier(
     if bar is not None:
         bar.close()
     final = {k: v for k, v in history[-1].items() if k.startswith("val.")}
-    state = {k: v.detach().cpu().clone() for k, v in model.body.state_dict().items()}
+    state = {k: v.detach().cpu().clone() for k, v in classifier.body.state_dict().items()}
     return PretrainResult(state, final, history)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["resolve_device", "cap_cpu_threads", "set_deterministic", "deterministic", "MixedPrecision",
-           "mixed_precision"]
+           "mixed_precision", "backend_settings", "configure_backends", "use_channels_last"]
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -71,3 +71,47 @@ def mixed_precision(device: torch.device, requested: bool) -> MixedPrecision:
     enabled = bool(requested and device.type == "cuda")
     dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
     return MixedPrecision(enabled, dtype, torch.amp.GradScaler("cuda", enabled=enabled and dtype == torch.float16))
+
+
+def backend_settings() -> dict[str, object]:
+    """What decides the kernels of a run, for its record (run.json / MLflow tags): deterministic algorithms, and on
+    CUDA the cuDNN flags and version, TF32 and bf16 support."""
+    settings: dict[str, object] = {"torch": torch.__version__,
+                                   "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}
+    if torch.cuda.is_available():
+        cudnn = torch.backends.cudnn
+        settings.update({"device": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+                         "cudnn.version": cudnn.version(), "cudnn.enabled": cudnn.enabled,
+                         "cudnn.benchmark": cudnn.benchmark, "cudnn.deterministic": cudnn.deterministic,
+                         "tf32.matmul": torch.backends.cuda.matmul.allow_tf32, "tf32.cudnn": cudnn.allow_tf32,
+                         "bf16_supported": torch.cuda.is_bf16_supported()})
+    return settings
+
+
+def configure_backends(*, deterministic: bool) -> dict[str, object]:
+    """The switch between reproducible and fast kernels; returns :func:`backend_settings`.
+
+    Deterministic: deterministic algorithms (warn-only, for ops without a deterministic kernel), cuDNN
+    deterministic without autotuning, no TF32, and cuBLAS's fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when
+    CUDA starts: set it before the first CUDA call). Fast (CUDA training): cuDNN autotuning (``benchmark``, for
+    fixed-size crops) and TF32 matmuls/convolutions on Ampere and later."""
+    import os
+
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_deterministic(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
+    torch.backends.cuda.matmul.allow_tf32 = not deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    return backend_settings()
+
+
+def use_channels_last(model: torch.nn.Module, device: torch.device) -> bool:
+    """Convert a convolutional network to channels-last memory format where it pays: on CUDA (Tensor Core
+    convolutions under AMP take NHWC; NCHW costs transposes); not on CPU, where oneDNN picks its own layout.
+    Returns whether it did; the caller then also feeds ``x.contiguous(memory_format=torch.channels_last)``."""
+    if device.type != "cuda":
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True

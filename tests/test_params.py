@@ -70,7 +70,7 @@ def test_flatten_gives_dotted_keys():
 def test_required_section_names_are_fixed():
     sections = set(render_profile("embedded"))
     assert sections == {"profile", "data", "points", "wsss", "pretrain", "bestie", "mdm", "point2mask", "jtsm",
-                        "segmentor", "eval", "tracking", "report"}
+                        "segmentor", "eval", "tracking", "runtime", "report"}
 
 
 def test_synthetic_generator_params_are_validated_at_params_load():

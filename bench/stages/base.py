@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -124,7 +125,8 @@ def run_stage(
     }
     log.info("stage %s (profile %s)", run_name, params.profile)
     with stage_run(
-        enabled=params.tracking.enabled,
+        # under torchrun (DDP, methods/distributed.py) rank 0 alone records the stage's run
+        enabled=params.tracking.enabled and os.environ.get("RANK", "0") == "0",
         experiment=f"{params.tracking.experiment_prefix}/{params.profile}",
         run_name=run_name,
         params=flatten(declared),
