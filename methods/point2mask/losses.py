@@ -20,7 +20,8 @@ __all__ = ["semantic_loss"]
 
 
 def semantic_loss(
-    logits: torch.Tensor, images_u8: torch.Tensor, point_labels: torch.Tensor, config: Point2MaskConfig
+    logits: torch.Tensor, images_u8: torch.Tensor, point_labels: torch.Tensor, config: Point2MaskConfig,
+    pairwise_scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """L_sem of Eq. 5 for one batch: ``{"loss", "partial", ["lab"], ["rgb"]}``.
 
@@ -30,6 +31,7 @@ def semantic_loss(
         point_labels: (B, H, W) long, the point pixels' classes, 255 elsewhere (squares of side
             ``config.point_square`` are drawn here).
 
+    ``pairwise_scale`` multiplies alpha_1 and alpha_2 (a warm-up ramp of the training loop; 1 = Eq. 5).
     The Table 4 switches are ``config.use_lab`` / ``config.use_rgb``; the remaining settings of the
     terms (LAB kernels and threshold, tree-filter sigma) are the :class:`PointWsssConfig` defaults.
     """
@@ -41,4 +43,4 @@ def semantic_loss(
         point_square=config.point_square,
         loss_stride=1,
     )
-    return compute_losses(logits, images_u8, point_labels, wsss)
+    return compute_losses(logits, images_u8, point_labels, wsss, pairwise_scale=pairwise_scale)
