@@ -124,7 +124,7 @@ def segmentor_group(name: str, method: str, slot: str, variants: tuple[str, ...]
         name, slot, variants, runner="segmentor", row=f"${{item.variant}}-{arch}", per_seed=per_seed,
         args=f"--labels {method}/${{item.variant}} --row {method}/${{item.variant}}-{arch}{option} "
              f"--seed ${{item.seed}}",
-        deps=(f"runs/{slot}/{method}/${{item.variant}}/seed${{item.seed}}/train_pseudo.json",))
+        deps=(f"runs/{slot}/pretrain", f"runs/{slot}/{method}/${{item.variant}}/seed${{item.seed}}/train_pseudo.json"))
 
 
 PRODUCERS: Registry[Producer] = Registry("method")

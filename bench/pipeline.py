@@ -22,7 +22,8 @@ HEADER = """\
 # the stage groups each bench/commands module registers). Do not edit by hand: change the registration and
 # re-run `bench pipeline write`; tests/test_pipeline_declarations.py fails when this file is stale.
 # `report.variants.<group>` selects the variants a matrix stage runs (the profile sets them), `report.seeds`
-# the seeds. `tracking` is deliberately no dependency: where runs are logged does not change results.
+# the seeds. `tracking` is deliberately no dependency: where runs are logged does not change results; nor is
+# `runtime`: how many processes train changes results only by float rounding (docs/scaling.md).
 """
 #: Code every run stage executes besides its producer's own: the run frame, the input readers, the prediction
 #: formats (not the params schema or the registry: what they change shows in the params and in dvc.yaml).
@@ -85,7 +86,7 @@ def slot_stages(slot: str) -> dict[str, dict[str, Any]]:
                            "params": ["profile", "points"], "outs": [f"data/points/{slot}"]},
         f"pretrain-{slot}": {"cmd": f"bench pretrain --dataset {slot}",
                              "deps": ["bench/commands/pretrain.py", "methods/backbones.py", "methods/runtime.py",
-                                      "datasets/synthetic"],
+                                      "methods/distributed.py", "datasets/synthetic"],
                              "params": ["profile", f"data.{slot}", "pretrain"],
                              "outs": [f"runs/{slot}/pretrain"],
                              "metrics": [{f"metrics/pretrain/{slot}.json": {"cache": False}}]},

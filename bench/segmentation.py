@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from bench import predictions as P
 from bench.config.schema import SegmentorParams
 from bench.io import write_json
-from bench.paths import run_dir
+from bench.paths import backbone_checkpoint, run_dir
 from bench.registry import Registry
 from bench.tracking import Run
 from datasets.canonical import CanonicalDataset, CanonicalSplit
@@ -63,11 +62,16 @@ class Arch:
 ARCHS: Registry[Arch] = Registry("segmentor arch")
 
 
+def backbone_weights(job: SegmentJob) -> str | None:
+    """The checkpoint ``segmentor.backbone_init`` names for the job's slot and backbone (None: random weights)."""
+    return backbone_checkpoint(job.slot, job.params.backbone_init, job.params.backbone)
+
+
 def _backbone(job: SegmentJob, extra_pool: bool) -> Any:
     from methods.segmentor.backbone import TimmFPN
 
     p = job.params
-    return TimmFPN(p.backbone, out_channels=p.fpn_channels, extra_pool=extra_pool, weights=p.backbone_weights)
+    return TimmFPN(p.backbone, out_channels=p.fpn_channels, extra_pool=extra_pool, weights=backbone_weights(job))
 
 
 def _mask_rcnn(job: SegmentJob) -> Any:
@@ -175,40 +179,70 @@ def _check_nothing(params: SegmentorParams) -> None:
 
 
 def _detectron2_check(params: SegmentorParams) -> None:
-    from methods.segmentor.detectron2_backend import require_detectron2
+    from methods.segmentor.detectron2_backend import require_detectron2, resnet_depth
 
     require_detectron2()
+    resnet_depth(params.backbone)
 
 
 def _detectron2_run(job: SegmentJob) -> None:
-    from methods.segmentor.detectron2_backend import Detectron2Settings, coco_instances_json, train_and_predict
+    import torch
 
-    p = job.params
+    from methods.segmentor import detectron2_backend as d2
+
+    p, m = job.params, job.params.mask_rcnn
     images = [{"id": im.id, "file_name": im.file_name, "height": im.height, "width": im.width}
               for im in job.train.images]
     instances = {iid: [(i.category_id, i.rle, i.weight) for i in v] for iid, v in job.labels.by_image.items()}
     categories = [{"id": c.id, "name": c.name} for c in job.dataset.categories if c.isthing]
     job.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     train_json = job.checkpoint_dir / "train_instances.json"
-    write_json(train_json, coco_instances_json(images, instances, categories), indent=None)
-    n_images = sum(1 for v in job.labels.by_image.values() if v)
+    data = d2.coco_instances_json(images, instances, categories)
+    write_json(train_json, data, indent=None)
+    n_images = len({a["image_id"] for a in data["annotations"]})
     iterations, steps = schedule(p, n_images)
-    settings = Detectron2Settings(
-        config_name=p.detectron2_config, weights=p.backbone_weights or "", ims_per_batch=p.batch_size,
-        base_lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay, max_iter=iterations, steps=steps,
-        gamma=p.lr_gamma, warmup_iters=p.warmup_iters, warmup_factor=p.warmup_factor,
+    settings = d2.Detectron2Settings(
+        config_name=p.detectron2_config, depth=d2.resnet_depth(p.backbone), fpn_channels=p.fpn_channels,
+        anchor_sizes=tuple(m.anchor_sizes), aspect_ratios=tuple(m.aspect_ratios),
+        rpn_pre_nms_top_n_train=m.rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=m.rpn_post_nms_top_n_train,
+        rpn_pre_nms_top_n_test=m.rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=m.rpn_post_nms_top_n_test,
+        rpn_batch_size_per_image=m.rpn_batch_size_per_image, box_batch_size_per_image=m.box_batch_size_per_image,
+        representation_size=m.representation_size, mask_head_layers=m.mask_head_layers,
+        box_nms_thresh=m.box_nms_thresh, ims_per_batch=p.batch_size, base_lr=p.lr, momentum=p.momentum,
+        weight_decay=p.weight_decay, max_iter=iterations, steps=steps, gamma=p.lr_gamma,
+        warmup_iters=p.warmup_iters, warmup_factor=p.warmup_factor,
         checkpoint_period=p.checkpoint_every or iterations, min_size_train=tuple(p.min_size), max_size=p.max_size,
-        detections_per_image=p.detections_per_image, score_threshold=p.score_threshold, seed=job.seed, amp=p.amp,
+        hflip=p.hflip, mask_threshold=p.mask_threshold, detections_per_image=p.detections_per_image,
+        score_threshold=p.score_threshold, seed=job.seed, amp=p.amp,
     )
-    val = ((im.id, job.val.load_image(im.id)) for im in job.val.images)
-    job.info["predictions"] = _write_predictions(job, train_and_predict(
-        settings, train_json=train_json, image_root=job.train.root / "images",
-        num_classes=len(categories), output_dir=job.checkpoint_dir / "detectron2", val_images=val,
-        category_ids=[c["id"] for c in categories]))
-    shutil.copyfile(job.checkpoint_dir / "detectron2" / "model_final.pth", job.out / "model_final.pth")
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        if job.run is not None:
+            job.run.log_metrics({f"train.{k}": v for k, v in values.items()}, step=step)
+
+    result = d2.train(settings, train_json=train_json, image_root=job.train.root / "images",
+                      num_classes=len(categories), output_dir=job.checkpoint_dir / "detectron2",
+                      fingerprint=job.fingerprint, backbone_weights=backbone_weights(job), on_step=on_step)
+    torch.save({"model": result.model.state_dict(), "arch": p.arch, "backend": "detectron2",
+                "num_classes": len(categories), "category_ids": [c["id"] for c in categories],
+                "segmentor": p.model_dump(mode="json"), "config": result.cfg.dump()}, job.out / MODEL_FILE)
+    val = ((im.id, job.val.load_image(im.id))
+           for im in tqdm(job.val.images, desc="predict val", unit="img", leave=False))
+    job.info["predictions"] = _write_predictions(job, d2.predict(
+        result.model, result.cfg, val, [c["id"] for c in categories], mask_threshold=p.mask_threshold,
+        max_detections=p.detections_per_image, batch_size=p.batch_size))
     weighted = sum(1 for v in job.labels.by_image.values() for i in v if i.weight != 1.0)
-    job.info["training"] = {"iterations": iterations, "lr_steps": list(steps), "backend": "detectron2",
-                            "weights_ignored": weighted}
+    run_steps = result.iterations - result.resumed_from
+    job.info["training"] = {"iterations": iterations, "lr_steps": list(steps), "resumed_from": result.resumed_from,
+                            "train_images": n_images, "skipped_images": len(images) - n_images,
+                            "last_losses": result.last_losses, "backend": "detectron2",
+                            "detectron2": {"config": p.detectron2_config, "resnet_depth": settings.depth,
+                                           "workers": settings.workers, "not_mapped": d2.NOT_MAPPED,
+                                           "weights_ignored": weighted}}
+    job.info["timing"] = {"train_seconds": round(result.seconds, 2)}
+    if run_steps and result.seconds > 0:
+        job.info["timing"].update(images_per_second=round(run_steps * p.batch_size / result.seconds, 3),
+                                  seconds_per_step=round(result.seconds / run_steps, 4))
 
 
 BACKENDS.add("torchvision", Backend(_check_nothing, _torchvision_run))

@@ -3,7 +3,9 @@
 Experiment = ``<tracking.experiment_prefix>/<profile>``. Tags: stage, method, variant,
 the table rows a run feeds, git commit and dirty flag, DVC stage and experiment name,
 host and device. Params are flattened (``mdm.hard_pixel_ratio``). An exception ends the
-run FAILED with the error as a tag.
+run FAILED with the error as a tag; an interruption (Ctrl-C, SIGTERM) ends it KILLED. A run whose process
+was killed outright (SIGKILL, a power cut) leaves its start marker ``<run>.running`` in the buffer: the next
+stage start or flush on the same host finds its process gone and buffers the run as KILLED.
 
 A stage never waits for MLflow (its import and connection alone take seconds): it records its run in
 a local buffer, ``<repo root>/.mlflow-buffer/<run>.json`` (+ the artifacts beside it), written when the
@@ -79,6 +81,22 @@ def git_state(root: Path | None = None) -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(dirty).lower()}
 
 
+#: The tracked paths whose uncommitted edits change what a run computes (outputs such as dvc.lock, metrics/ and
+#: reports/ change during every ``dvc repro`` and are not counted).
+CODE_PATHS = ("bench", "methods", "datasets", "configs", "pyproject.toml", "uv.lock")
+
+
+def code_dirty(root: Path | None = None) -> str:
+    """``"true"`` when the working tree has uncommitted edits to :data:`CODE_PATHS`, ``"false"`` when not,
+    ``"unknown"`` outside git."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
+                             cwd=root or Path.cwd(), capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return str(bool(out.strip())).lower()
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), "" when unknown."""
     with contextlib.suppress(OSError):
@@ -86,6 +104,15 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor()
+
+
+def environment_record() -> dict[str, Any]:
+    """What a run's numbers depend on besides code and params, for its run.json (as lm-evaluation-harness
+    records it): the installed torch / torchvision / timm / numpy versions and the device."""
+    from importlib import metadata
+
+    return {"versions": {name: metadata.version(name) for name in ("torch", "torchvision", "timm", "numpy")},
+            "device": device_name()}
 
 
 def device_name() -> str:
@@ -154,16 +181,73 @@ class Run:
         if self.active:
             self.record["tags"].update({k: str(v) for k, v in tags.items()})
 
+    @property
+    def _marker(self) -> Path:
+        return buffer_dir() / f"{self.key}{RUNNING}"
+
+    def start(self) -> None:
+        """Leave a marker (the run so far, this process's id and host) that says the run is in progress: if the
+        process is killed before :meth:`finish`, :func:`recover_killed` buffers the run as KILLED."""
+        if not self.active:
+            return
+        marker = self._marker
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "host": platform.node(), "record": self.record}),
+                       encoding="utf-8")
+        os.replace(tmp, marker)
+
     def finish(self, status: str) -> None:
         """Write the run to the buffer (atomically: a half-written run is never sent)."""
         if not self.active:
             return
         self.record.update(status=status, end_ms=int(time.time() * 1000))
-        path = buffer_dir() / f"{self.key}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.record), encoding="utf-8")
-        os.replace(tmp, path)
+        _write_buffered(self.key, self.record)
+        self._marker.unlink(missing_ok=True)
+
+
+#: Suffix of the marker of a run in progress (not ``.json``: flush never sends it).
+RUNNING = ".running"
+
+
+def _write_buffered(key: str, record: dict[str, Any]) -> None:
+    path = buffer_dir() / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def recover_killed() -> list[str]:
+    """Buffer as KILLED every run whose marker (:meth:`Run.start`) outlived its process on this host (killed
+    with SIGKILL, or the machine went down); returns their keys. Markers of live processes, or of other hosts
+    sharing the folder, are left alone."""
+    recovered = []
+    for marker in sorted(buffer_dir().glob(f"*{RUNNING}")):
+        try:
+            state = json.loads(marker.read_text(encoding="utf-8"))
+            pid, host, record = int(state["pid"]), state["host"], state["record"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written, or not ours to judge
+        if host != platform.node() or pid == os.getpid() or not _process_gone(pid):
+            continue
+        key = marker.name[: -len(RUNNING)]
+        record["tags"]["error"] = "the stage's process ended without finishing its run (killed, e.g. SIGKILL)"
+        record.update(status="KILLED", end_ms=int(marker.stat().st_mtime * 1000))
+        _write_buffered(key, record)
+        marker.unlink(missing_ok=True)
+        recovered.append(key)
+    return recovered
 
 
 def buffered_runs() -> list[Path]:
@@ -173,6 +257,7 @@ def buffered_runs() -> list[Path]:
 def flush() -> tuple[int, list[str]]:
     """Send every buffered run to the tracking store; returns how many were stored and the errors of those
     that stay buffered (a later flush retries them)."""
+    recover_killed()
     pending = buffered_runs()
     if not pending:
         return 0, []
@@ -247,10 +332,13 @@ def stage_run(
     params: Mapping[str, Any],
     tags: Mapping[str, Any],
 ) -> Iterator[Run]:
-    """One MLflow run around a stage execution; FAILED with the error when the body raises."""
+    """One MLflow run around a stage execution; FAILED with the error when the body raises, KILLED when it is
+    interrupted (``KeyboardInterrupt``: Ctrl-C, or SIGTERM, which the CLI turns into one)."""
     if not enabled:
         yield Run(active=False)
         return
+    with contextlib.suppress(OSError):
+        recover_killed()
     all_tags = {
         **tags,
         **git_state(repo_root()),
@@ -259,12 +347,15 @@ def stage_run(
         "dvc.experiment": os.environ.get("DVC_EXP_NAME", ""),
     }
     run = Run(active=True, experiment=experiment, run_name=run_name, params=params, tags=all_tags)
+    run.start()
     try:
         yield run
     except BaseException as exc:
-        run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000], "device": device_name()})
+        killed = isinstance(exc, KeyboardInterrupt)
+        error = f"interrupted ({exc or 'SIGINT'})" if killed else f"{type(exc).__name__}: {exc}"
+        run.set_tags({"error": error[:5000], "device": device_name()})
         with contextlib.suppress(Exception):
-            run.finish("FAILED")
+            run.finish("KILLED" if killed else "FAILED")
         raise
     run.set_tags({"device": device_name()})
     run.finish("FINISHED")

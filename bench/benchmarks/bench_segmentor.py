@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m bench.benchmarks.bench_segmentor --root data/canonical/voc [--labels ground-truth | FILE.json]
+    python -m bench.benchmarks.bench_segmentor --root data/canonical/voc [--slot voc]
+        [--labels ground-truth | FILE.json]
         [--seeds 0 1 2] [--threads 1] [--set iterations=400 batch_size=4 mask_rcnn.box_batch_size_per_image=64]
         [--json out.json]
 
@@ -55,6 +56,8 @@ def _params(assignments: list[str]) -> SegmentorParams:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="canonical dataset folder (data/canonical/voc)")
+    ap.add_argument("--slot", default="voc", help="slot whose pretrain stage weights segmentor.backbone_init: pretrain "
+                                                  "reads (runs/<slot>/pretrain)")
     ap.add_argument("--train-split", default="train_aug")
     ap.add_argument("--val-split", default="val")
     ap.add_argument("--labels", default="ground-truth", help="'ground-truth' or a pseudo-label JSON")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            job = SegmentJob("bench", dataset, train, val, labels, categories, p, seed, out, out / "ckpt", "", None)
+            job = SegmentJob(args.slot, dataset, train, val, labels, categories, p, seed, out, out / "ckpt", "", None)
             t0 = time.perf_counter()
             cpu0 = time.process_time()
             _torchvision_run(job)

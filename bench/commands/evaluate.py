@@ -33,7 +33,7 @@ from bench.io import read_json, write_json
 from bench.paths import METRICS, RUNS, SPECS, canonical_dir, metrics_file, points_file, run_dir
 from bench.report.specs import CURVE_KEYS, load_specs, rows_fed_by
 from bench.stages.base import declare_stage, run_stage
-from bench.tracking import git_state
+from bench.tracking import code_dirty, git_state
 from bench.visualize import overlay_instances, save_rgb
 from datasets.canonical import CanonicalDataset
 
@@ -83,8 +83,10 @@ FAMILIES = (
     # the train pseudo labels under the VOC protocol (voc.train.mAP*): P2Seg's release validates this
     # way — its validate() scores the point-guided instance maps of the training images (docs/p2seg.md)
     Family("voc", P.PSEUDO, "train_split", _voc_options, key_prefix="train."),
-    Family("coco", P.INSTANCES, "val_split", lambda p, slot, run: {"iou_types": list(p.eval.coco_iou_types)}),
-    Family("pq", P.PANOPTIC_JSON, "val_split", lambda p, slot, run: {"workers": p.eval.workers}),
+    Family("coco", P.INSTANCES, "val_split",
+           lambda p, slot, run: {"iou_types": list(p.eval.coco_iou_types), "backend": p.eval.coco_backend}),
+    Family("pq", P.PANOPTIC_JSON, "val_split",
+           lambda p, slot, run: {"workers": p.eval.workers, "backend": p.eval.coco_backend}),
     Family("semantic", P.SEMANTIC_DIR, "val_split", lambda p, slot, run: {}),
     Family("semantic", P.TRAIN_SEMANTIC_DIR, "train_split", lambda p, slot, run: {}, key_prefix="train."),
     PSEUDO_FAMILY,
@@ -95,6 +97,13 @@ FAMILIES = (
     Family("wsod", P.TRAIN_DETECTIONS, "train_split", lambda p, slot, run: {}, keys=("wsod.CorLoc",),
            label="wsod.train"),
 )
+
+
+@cache
+def _code_dirty() -> str:
+    """Whether the code that scored (and, in one ``dvc repro``, trained) the runs had uncommitted edits; asked
+    once per process."""
+    return code_dirty()
 
 
 def pseudo_curves(folder: Path, gt_root: Path, run_info: dict[str, Any], params: Any,
@@ -205,11 +214,28 @@ def slot_runs(slot: str) -> list[tuple[str, str, int | None, Path]]:
     return found
 
 
+def _check_ground_truth(gt_root: Path, splits: list[str]) -> None:
+    """The splits' ground truth through the one validation every reader shares
+    (:func:`datasets.canonical.validate_instances`): a bad GT record is named as such, never blamed on a
+    prediction file. Cached per file version."""
+    for split in splits:
+        path = gt_root / split / "instances.json"
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        if _GT_CHECKED.get(str(path.resolve())) != stamp or stamp is None:
+            CanonicalDataset(gt_root).split(split).instances
+            _GT_CHECKED[str(path.resolve())] = stamp
+
+
+_GT_CHECKED: dict[str, int | None] = {}
+
+
 def score_run(ctx: Any, slot: str, method: str, variant: str, seed: int | None, folder: Path,
-              fingerprint: str | None = None) -> dict[str, float]:
-    """Every metric family of one run folder → ``metrics/<slot>/<method>/<variant>/seed<k>.json``."""
+              fingerprint: str | None = None, pending: dict[Path, dict[str, Any]] | None = None) -> dict[str, float]:
+    """Every metric family of one run folder → ``metrics/<slot>/<method>/<variant>/seed<k>.json``; with
+    ``pending`` the document is put there (path → document) for the caller to write once everything succeeded."""
     run_info = read_json(folder / P.RUN_INFO)
     gt_root = canonical_dir(slot)
+    _check_ground_truth(gt_root, sorted({run_info[k] for k in ("train_split", "val_split") if k in run_info}))
     metrics: dict[str, float] = {}
     counts: dict[str, Any] = {}
     per_class: dict[str, Any] = {}
@@ -235,13 +261,18 @@ def score_run(ctx: Any, slot: str, method: str, variant: str, seed: int | None, 
         "dataset": slot, "method": method, "variant": variant, "seed": seed or 0,
         "profile": ctx.profile, "run": run_info,
         "eval_params": flatten({"eval": ctx.params.eval.model_dump(mode="json")}),
-        "git_commit": git_state().get("git.commit", "unknown"),
+        "git_commit": git_state().get("git.commit", "unknown"), "git_dirty": _code_dirty(),
         "python": platform.python_version(), "host": platform.node(),
         **({"fingerprint": fingerprint} if fingerprint else {}),
+        **({"timing": read_json(folder / "timing.json")} if (folder / "timing.json").is_file() else {}),
     }
     out = metrics_file(slot, method, variant, seed or 0)
-    write_json(out, {"metrics": metrics, "counts": counts, "per_class": per_class, "notes": notes,
-                     **({"curves": curves} if curves else {}), "provenance": provenance})
+    document = {"metrics": metrics, "counts": counts, "per_class": per_class, "notes": notes,
+                **({"curves": curves} if curves else {}), "provenance": provenance}
+    if pending is None:
+        write_json(out, document)
+    else:
+        pending[out] = document
     return metrics
 
 
@@ -258,6 +289,8 @@ def _score_slot(ctx: Any, slot: str) -> None:
     runs = [(m, v, k, f) for m, v, k, f in slot_runs(slot) if v in written.get((slot, m), set()) and (k or 0) in seeds]
     kept: set[Path] = set()
     scored = skipped = 0
+    pending: dict[Path, dict[str, Any]] = {}  # written only when every run scored: a failure changes no file
+    logged: dict[str, float] = {}
     for method, variant, seed, folder in tqdm(runs, desc=f"evaluate {slot}", unit="run"):
         out = metrics_file(slot, method, variant, seed or 0)
         kept.add(out)
@@ -265,9 +298,12 @@ def _score_slot(ctx: Any, slot: str) -> None:
         if out.is_file() and read_json(out).get("provenance", {}).get("fingerprint") == fingerprint:
             skipped += 1
             continue
-        metrics = score_run(ctx, slot, method, variant, seed, folder, fingerprint)
-        ctx.run.log_metrics({f"{method}/{variant}/seed{seed or 0}/{k}": v for k, v in metrics.items() if v is not None})
+        metrics = score_run(ctx, slot, method, variant, seed, folder, fingerprint, pending=pending)
+        logged.update({f"{method}/{variant}/seed{seed or 0}/{k}": v for k, v in metrics.items() if v is not None})
         scored += 1
+    for out, document in pending.items():
+        write_json(out, document)
+    ctx.run.log_metrics(logged)
     removed = [f for f in sorted((METRICS / slot).rglob("seed*.json")) if f not in kept]
     for stale in removed:
         stale.unlink()
@@ -291,13 +327,23 @@ def _handle(args: argparse.Namespace) -> int:
         folder = run_dir(args.dataset, args.method, args.variant)
         if args.seed is not None:
             folder = folder / f"seed{args.seed}"
-        metrics = score_run(ctx, args.dataset, args.method, args.variant, args.seed, folder)
-        ctx.run.log_metrics({k: v for k, v in metrics.items() if v is not None})
-        ctx.run.log_artifact(metrics_file(args.dataset, args.method, args.variant, args.seed or 0))
+        pending: dict[Path, dict[str, Any]] = {}
+        metrics = score_run(ctx, args.dataset, args.method, args.variant, args.seed, folder, pending=pending)
+        # the overlays read the images: a corrupt one fails here, before the metrics file is touched
         _log_overlays(ctx, canonical_dir(args.dataset), read_json(folder / P.RUN_INFO)["val_split"],
                       folder / P.INSTANCES)
+        for out, document in pending.items():
+            write_json(out, document)
+            ctx.run.log_artifact(out)
+        ctx.run.log_metrics({k: v for k, v in metrics.items() if v is not None})
     return 0
 
 
-COMMANDS.add("evaluate", Command("score runs' predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality, WSOD)",
-                                 _configure, _handle))
+COMMANDS.add("evaluate", Command(
+    "score runs' predictions (VOC mAP, COCO AP, PQ, mIoU, pseudo-label quality, WSOD)", _configure, _handle,
+    description="Score run folders against the ground truth. Reads: a run's run.json and whichever prediction "
+                f"files it wrote ({', '.join(dict.fromkeys(f.prediction for f in FAMILIES))}), the canonical "
+                "ground truth of its splits in data/canonical/<slot>/ (instances.json, panoptic.json + PNGs, "
+                "semantic PNGs; validated first), the points file data/points/<slot>/<split>_<mode>.json for "
+                "pseudo-label quality, and the eval params. Writes metrics/<slot>/<method>/<variant>/seed<k>.json "
+                "(a DVC metric) only once every run scored: a failed evaluation leaves every metrics file as it was."))

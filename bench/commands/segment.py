@@ -31,6 +31,7 @@ from bench.methods import Producer, StageGroup, register
 from bench.paths import canonical_dir, run_dir
 from bench.segmentation import ARCHS, BACKENDS, GROUND_TRUTH, SegmentJob, job_fingerprint, resolve_labels
 from bench.stages.base import declare_stage, run_stage, seed_everything
+from bench.tracking import environment_record
 from datasets.canonical import CanonicalDataset
 
 if TYPE_CHECKING:  # torch is imported only when the stage runs, not by every `bench` command
@@ -95,7 +96,8 @@ def _handle(args: argparse.Namespace) -> int:
             write_run_record(out / P.RUN_INFO, {
                 "method": row_method, "variant": row_variant, "dataset": args.dataset, "seed": args.seed,
                 "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile,
-                "cpu_threads": cpu_threads, "labels": {"argument": args.labels, "file": str(source), **counts},
+                "cpu_threads": cpu_threads, **environment_record(),
+                "labels": {"argument": args.labels, "file": str(source), **counts},
                 "segmentor": p.model_dump(mode="json"), **job.info,
             })
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
@@ -107,10 +109,19 @@ def _handle(args: argparse.Namespace) -> int:
 PRODUCER = register(Producer(
     name="segmentor", command="segment", title="Segmentor", sections=("segmentor",),
     code=("bench/segmentation.py", "methods/segmentor", "methods/backbones.py"),
-    variants={"mrcnn-gt": "the segmentor trained on the ground truth: the fully supervised upper bound"},
+    variants={"mrcnn-gt": "the segmentor trained on the ground truth: the fully supervised upper bound",
+              "mrcnn-gt-detectron2": "the same row trained through detectron2 (segmentor.backend = detectron2)"},
     groups=tuple(StageGroup(f"segment-gt-{slot}", slot, (), row="mrcnn-gt",
-                            args="--labels ground-truth --row segmentor/mrcnn-gt --seed ${item.seed}")
-                 for slot in ("voc", "coco"))),
+                            args="--labels ground-truth --row segmentor/mrcnn-gt --seed ${item.seed}",
+                            deps=(f"runs/{slot}/pretrain",))
+                 for slot in ("voc", "coco")),
+    # torchvision vs detectron2 Mask R-CNN on the same labels. detectron2 is not on the package registries, so no
+    # stage runs it (the smoke profile, which runs every stage group, could not); a table can cite the row.
+    external={"mrcnn-gt-detectron2": "detectron2 installed (docs/segmentor.md) and a ResNet backbone (`bench "
+                                     "params use embedded --set segmentor.backbone=resnet18 "
+                                     "segmentor.backbone_init=scratch`), "
+                                     "then `bench segment --dataset voc --labels ground-truth --row "
+                                     "segmentor/mrcnn-gt-detectron2 --backend detectron2 --seed 0`"}),
     __name__)
 COMMANDS.add("segment", Command(
     "fine-tune an instance segmentor (Mask R-CNN, SOLOv2) on train pseudo labels or the ground truth; predict val",

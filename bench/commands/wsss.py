@@ -42,7 +42,7 @@ from bench.paths import canonical_dir, points_file, run_dir
 from bench.registry import Registry
 from bench.stages.base import declare_stage, run_stage, seed_everything
 from bench.stages.run import WEIGHTS, save_weights
-from bench.tracking import Run
+from bench.tracking import Run, environment_record
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 from datasets.errors import DatasetError
 from datasets.imageio import read_index_png
@@ -321,7 +321,7 @@ def _handle(args: argparse.Namespace) -> int:
             write_run_record(out / P.RUN_INFO, {
                 "method": "wsss", "variant": name, "dataset": args.dataset, "seed": args.seed,
                 "train_split": slot.train_split, "val_split": slot.val_split, "profile": ctx.profile,
-                "cpu_threads": cpu_threads, **job.info})
+                "cpu_threads": cpu_threads, **environment_record(), **job.info})
             ctx.run.log_metrics({f"timing.{k}": v for k, v in job.info.get("timing", {}).items()})
         log.info("%s: wsss %s maps written to %s", args.dataset, name, out_dir)
     return 0

@@ -220,14 +220,22 @@ class BestieParams(Section):
     center_map_source: Literal["instances", "cues"] = Field(
         default="instances", description="image setting: pseudo centre map at the pseudo instances' centres or at "
                                          "every cue (the point setting always uses the GT point map, Sec. 4.3)",
-        json_schema_extra={"switch": "paper: centroid of each pseudo instance (Sec. 3.3); release: a Gaussian at "
-                                     "every peak of a present class (cues)"})
+        json_schema_extra={"switch": "paper: centroid of each pseudo instance (Sec. 3.3); release: the same "
+                                     "(instances), at the int-truncated centroid with offset_target = "
+                                     "centroid-int (pseudo_label_generation, sup = 'cls'); cues: a Gaussian at "
+                                     "every cue (the release's point-setting map; neither in the image setting)"})
     iag: bool = Field(default=True, description="instance-aware guidance (Sec. 3.4); false: centre/offset losses "
                                                 "on every pixel (Table 3/6 ablations)")
     refine: bool = Field(default=True, description="online self-refinement (Sec. 3.5)")
     refine_start: float = Field(
         default=0.0, ge=0, lt=1, description="fraction of the iterations before self-refinement starts",
         json_schema_extra={"switch": "paper silent ('as training progresses'); release: from the first step (0)"})
+    refine_border_points: Literal["keep", "drop"] = Field(
+        default="keep", description="point-setting self-refinement during training: every point of the crop, or "
+                                    "none on row 0 or column 0 (the release's zero-padding sentinel); inference, "
+                                    "export and the Fig. 6 labels always keep every point",
+        json_schema_extra={"switch": "paper: the GT points (Sec. 4.3; keep); release: refine_label_generation_"
+                                     "with_point skips gt_y == 0 or gt_x == 0 (drop)"})
     refine_threshold: Probability = Field(default=0.3, description="image-setting refinement centre threshold (0.3)")
     refine_max_per_component: int = Field(
         default=5, ge=1, description="image-setting refinement: a component with more centres is left unlabelled "
@@ -257,6 +265,10 @@ class BestieParams(Section):
     cluster_bounds: Literal["inclusive", "strict"] = Field(
         default="inclusive", description="area within 21 ± 3 with bounds included or excluded",
         json_schema_extra={"switch": "paper: 'between 21 − ε and 21 + ε' (inclusive); release: strict"})
+    cluster_center: Literal["centroid", "centroid-int"] = Field(
+        default="centroid", description="a clustered centre: the cluster's centroid or its int truncation",
+        json_schema_extra={"switch": "paper: the cluster's centroid (appendix); release: np.int32 of it "
+                                     "(get_instance_segmentation; centroid-int)"})
     cluster_min_distance: float = Field(
         default=0.0, ge=0, description="clustered centres are added only farther than this (px) from every "
                                        "detected centre; 0 = always",
@@ -282,6 +294,12 @@ class BestieParams(Section):
         default="ce", description="semantic CE over all pixels or over the hardest hard_pixel_ratio of them",
         json_schema_extra={"switch": "paper: plain CE (Eq. 5); release: DeepLab hard-pixel CE, top 20% (hard-pixel)"})
     hard_pixel_ratio: Ratio = Field(default=0.2, description="kept fraction for semantic_loss = hard-pixel (0.2)")
+    hard_pixel_pool: Literal["all", "labelled"] = Field(
+        default="all", description="the hard-pixel CE (BESTIE's semantic_loss = hard-pixel, P2Seg's Eq. 4) keeps "
+                                   "int(r·N) of all N pixels of the batch, ignored ones at loss 0, or ceil(r·N_l) "
+                                   "of the N_l labelled ones",
+        json_schema_extra={"switch": "paper silent (P2Seg Eq. 4: P_seg = all pixels of the map); release: "
+                                     "DeepLabCE, int(r · numel) over all pixels (all)"})
     flip_tta: Literal["none", "points", "all"] = Field(
         default="points", description="horizontal-flip test-time augmentation: never, point setting only, always",
         json_schema_extra={"switch": "paper silent; release: flip TTA in the point setting (points)"})
@@ -368,6 +386,15 @@ class MdmParams(Section):
         default=True, description="default boxes also in the S2I training targets (else only in the export)",
         json_schema_extra={"switch": "paper: in the S2I labels (Sec. 3.1); release: only at export (false)"})
     export_box_score: Probability = Field(default=0.5, description="score of an exported default box (release 0.5)")
+    export_empty_points: Literal["box", "release"] = Field(
+        default="box", description="exported points without pixels: box — a default box (minus other "
+                                   "instances' pixels, score export_box_score) for each; release — an empty mask "
+                                   "of score 0 for a point of a class present in the map, a whole clipped box "
+                                   "(score export_box_score) for the others only when the point's x or y is "
+                                   "missing from the points recorded so far",
+        json_schema_extra={"switch": "paper: 'for points without clear instance predictions, a default "
+                                     "pseudo-box' (Sec. 3.1; box); release: get_ins_map_with_point_forallpoint "
+                                     "(release)"})
     embed_dim: int = Field(default=64, ge=1, description="affinity embedding width (release 256)")
     affinity_pool: int = Field(default=1, ge=1, description="max-pool of the affinity grid beyond stride 4 "
                                                             "(1 = the stride-4 grid, as the release)")
@@ -375,6 +402,17 @@ class MdmParams(Section):
         default="paper", description="Eq. 5 as printed, or the release's aff_loss",
         json_schema_extra={"switch": "paper: Eq. 5 against the instance affinity; release: same-class + "
                                      "instance targets averaged, 0.5/0.5 weights, double sigmoid (release)"})
+    affinity_labels: Literal["max-pool", "sample"] = Field(
+        default="max-pool", description="the affinity targets on the stride-4 grid: each class / instance mask "
+                                        "max-pooled over the cell (a cell may hold several; a pair is positive "
+                                        "when they share one) or the cell's top-left pixel",
+        json_schema_extra={"switch": "paper silent; release: MaxPool2d(4, 4) of the masks before mask_to_aff "
+                                     "(max-pool)"})
+    affinity_ignore: Literal["background", "drop"] = Field(
+        default="background", description="pixels the semantic map ignores (255) in the affinity loss: "
+                                          "background (in no mask) or in no pair",
+        json_schema_extra={"switch": "paper silent; release: in no class mask, so background negatives "
+                                     "(background)"})
     affinity_background: Literal["negative", "negative-to-instances", "ignore"] = Field(
         default="negative", description="pairs with background pixels: negatives (paper's 'otherwise 0'), "
                                         "only background-instance negatives, or no pairs")
@@ -399,10 +437,6 @@ class MdmParams(Section):
     export_semantic: Literal["i2s", "input"] = Field(
         default="i2s", description="the semantic map the exported instances are grouped on: the last stage's "
                                    "I2S map (paper Sec. 3.1) or its input map")
-
-
-class Point2MaskParams(Section):
-    """Point2Mask (filled when the method lands; section name fixed)."""
 
 
 def dataclass_section(config: type, defaults: dict[str, Any], name: str) -> type[Section]:
@@ -443,10 +477,13 @@ def _jtsm_config() -> type:
 #: The embedded values of JTSM's config fields (128 px synthetic images, 2 CPU cores: the main run in about
 #: two minutes per slot, docs/jtsm.md); every other field is the paper's (methods/jtsm/config.py), and the
 #: VOC / COCO profiles set the paper's values back.
+#: The embedded values (128 px images, 2 CPU cores; docs/jtsm.md, "Does it learn?"): lr 0.003 — at the paper's
+#: 0.01 the MIL loss stays at a constant guess over the 200 steps the budget allows, at 0.003 CorLoc and AP@0.5
+#: clearly beat the training-free baselines; no GrabCut re-estimation and no test flip (cost).
 JTSM_EMBEDDED: dict[str, Any] = {
-    "max_proposals": 300, "moipool_bin_samples": 2, "fc_dim": 256, "mask_head_dim": 32,
-    "mask_boxes_per_image": 16, "iterations": 300, "lr_step": 210, "train_scales": (128,),
-    "test_scales": (128,),
+    "max_proposals": 150, "moipool_bin_samples": 1, "fc_dim": 256, "mask_head_dim": 32,
+    "mask_boxes_per_image": 16, "iterations": 200, "lr_step": 150, "lr": 0.003, "grabcut_iterations": 2,
+    "reestimate": False, "test_flip": False, "train_scales": (128,), "test_scales": (128,),
 }
 
 
@@ -480,6 +517,52 @@ class JtsmParams(dataclass_section(_jtsm_config(), JTSM_EMBEDDED, "JtsmConfigFie
         return self
 
 
+
+def _point2mask_configs() -> tuple[type, type]:
+    from methods.point2mask.config import Point2MaskConfig
+    from methods.point2mask.train import TrainConfig
+
+    return Point2MaskConfig, TrainConfig
+
+
+#: The embedded values of Point2Mask's config fields (128 px synthetic images, 2 CPU cores; docs/point2mask.md
+#: "Stage"); every other field is the paper's (methods/point2mask/config.py, train.py), and the VOC / COCO
+#: profiles set the paper's values back.
+POINT2MASK_EMBEDDED: dict[str, Any] = {
+    "point_square": 5, "grid_stride": 2, "backbone": "regnetx_002", "iterations": 60, "batch_size": 4,
+    "lr": 1e-3, "weight_decay": 1e-4, "sem_loss_stride": 2, "center_sigma": 4.0, "pairwise_warmup": 0.5,
+}
+
+
+class Point2MaskParams(dataclass_section(_point2mask_configs()[0], POINT2MASK_EMBEDDED,  # type: ignore[misc]
+                                         "Point2MaskPseudoFields"),
+                       dataclass_section(_point2mask_configs()[1], POINT2MASK_EMBEDDED,  # type: ignore[misc]
+                                         "Point2MaskTrainFields")):
+    """Point2Mask (paper 001; docs/point2mask.md). Every field of ``methods.point2mask.config.Point2MaskConfig``
+    (the pseudo-label branch) and of ``methods.point2mask.train.TrainConfig`` (network and training loop) under
+    its own name — generated from the dataclasses (types, docs, paper defaults), with the embedded values of
+    :data:`POINT2MASK_EMBEDDED` — plus what the harness adds: the backbones of the Table 1 / 2 rows, where they
+    start, and the points file."""
+
+    backbone_r101: str = Field(default="regnetx_004", min_length=1,
+                               description="timm backbone of the r101 rows (paper: ResNet-101); `backbone` is r50's")
+    backbone_swinl: str = Field(default="regnetx_006", min_length=1,
+                                description="timm backbone of the swinl rows (paper: Swin-L)")
+    backbone_init: BackboneInit = "pretrain"
+    point_mode: Literal["uniform"] = Field(
+        default="uniform", description="points file read (data/points/<slot>/<split>_<mode>.json): uniform = one "
+                                       "random point per thing and stuff target (the paper's P; the P10 rows of "
+                                       "Tables 1-2 are other methods', reported only)")
+
+    @model_validator(mode="after")
+    def _a_valid_config(self) -> "Point2MaskParams":
+        """The configs' own checks (choices, ranges; the unimplemented Panoptic SegFormer head), naming the key."""
+        import dataclasses
+
+        for config in _point2mask_configs():
+            config(**{f.name: getattr(self, f.name) for f in dataclasses.fields(config)})
+        return self
+
 class MaskRCNNParams(Section):
     """Mask R-CNN architecture and sampling (``segmentor.arch = mask_rcnn``); the VOC/COCO profiles use
     torchvision's ``maskrcnn_resnet50_fpn`` values, the embedded defaults are sized for 128 px images."""
@@ -507,11 +590,13 @@ class SegmentorParams(Section):
         default="torchvision",
         description="training framework: torchvision (built in) or detectron2 (when installed; Mask R-CNN only)")
     arch: Literal["mask_rcnn", "solov2"] = Field(default="mask_rcnn", description="model (torchvision backend)")
-    backbone: str = Field(default="resnet18", min_length=1, description="timm backbone of the FPN (no download)")
-    backbone_weights: str | None = Field(
-        default=None, description="local checkpoint of the timm backbone (e.g. ImageNet weights); none = from scratch")
+    backbone: str = Field(default="regnetx_002", min_length=1, description="timm backbone of the FPN (no download)")
+    backbone_init: BackboneInit = Field(
+        default="pretrain", description="where the FPN backbone starts (values as bestie.backbone_init). Embedded: the "
+                                        "pretrain stage's weights, like the methods' backbones, so the fully "
+                                        "supervised row is an upper bound of theirs (docs/segmentor.md)")
     fpn_channels: int = Field(default=64, ge=8, description="FPN width (torchvision / detectron2: 256)")
-    iterations: int | None = Field(default=400, ge=1, description="optimizer steps (or set epochs instead)")
+    iterations: int | None = Field(default=600, ge=1, description="optimizer steps (or set epochs instead)")
     epochs: float | None = Field(default=None, gt=0, description="passes over the training images; converted "
                                                                   "to iterations with batch_size; overrides iterations")
     batch_size: int = Field(default=4, ge=1, description="images per step (paper: 16)")
@@ -521,7 +606,7 @@ class SegmentorParams(Section):
     warmup_iters: int = Field(default=50, ge=0, description="linear warm-up steps (detectron2: 1000)")
     warmup_factor: float = Field(default=0.001, gt=0, le=1, description="LR factor at the first step")
     lr_steps: list[Annotated[float, Field(gt=0)]] = Field(
-        default=[300, 370], description="LR x lr_gamma at these points, in iterations (in epochs when epochs is set; "
+        default=[450, 555], description="LR x lr_gamma at these points, in iterations (in epochs when epochs is set; "
                                          "paper: epochs 8 and 11)")
     lr_gamma: float = Field(default=0.1, gt=0, le=1)
     min_size: list[Annotated[int, Field(ge=16)]] = Field(
@@ -568,7 +653,11 @@ class EvalParams(Section):
         default=[0.25, 0.5, 0.7, 0.75], min_length=1, description="IoU thresholds of the VOC instance mAP"
     )
     coco_iou_types: list[Literal["segm", "bbox"]] = Field(default=["segm", "bbox"], min_length=1)
-    workers: int = Field(default=2, ge=1, le=64, description="processes for PQ / IoU computation")
+    coco_backend: Literal["hotcoco", "faster-coco-eval", "pycocotools"] = Field(
+        default="hotcoco", description="COCOeval implementation for COCO AP (pycocotools: the reference; hotcoco: "
+        "bit-identical, ~70x faster); hotcoco also computes PQ, the others use the native PQ (docs/evaluation.md)"
+    )
+    workers: int = Field(default=2, ge=1, le=64, description="processes of the native PQ backend (2: measured faster than 1 at 5,000 images on 2 cores)")
 
 
 # ----------------------------------------------------------------------- tracking
@@ -617,6 +706,20 @@ class PretrainParams(Section):
     seed: int = Field(default=0, ge=0, description="training seed (the images depend on the slot's data seed only)")
 
 
+class RuntimeParams(Section):
+    """How a training stage lays out its processes (docs/scaling.md), not what it computes: no DVC dependency, as
+    ``tracking``. Above one process in all, the stage re-launches itself under ``torchrun`` (DDP, one GPU per
+    process on CUDA, gloo on CPU; methods/distributed.py); the schedule stays the single-process one (each rank
+    trains on its share of the global batch), equal up to floating-point summation order. Stages with DDP so far:
+    pretrain; the others run one process whatever these say."""
+
+    nproc_per_node: int = Field(default=1, ge=1, le=64, description="training processes per machine (its GPUs on "
+                                                                    "CUDA); the batch size must split evenly")
+    nnodes: int = Field(default=1, ge=1, le=1024, description="machines; above 1 the rendezvous comes from the "
+                                                              "environment (MASTER_ADDR, MASTER_PORT, NODE_RANK or "
+                                                              "PET_RDZV_ENDPOINT, PET_RDZV_ID)")
+
+
 class Params(Section):
     profile: Literal["embedded", "embedded-full", "smoke", "voc", "coco"] = "embedded"
     data: DataParams = DataParams()
@@ -630,6 +733,7 @@ class Params(Section):
     segmentor: SegmentorParams = SegmentorParams()
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()
+    runtime: RuntimeParams = RuntimeParams()
     report: ReportParams = ReportParams()
 
     @model_validator(mode="after")
@@ -639,7 +743,9 @@ class Params(Section):
         users = {"bestie.backbone_init": (self.bestie.backbone_init, self.bestie.backbone),
                  "mdm.backbone_init": (self.mdm.backbone_init, self.mdm.backbone),
                  "mdm.resnet_backbone_init": (self.mdm.resnet_backbone_init, self.mdm.resnet_backbone),
-                 "jtsm.backbone_init": (self.jtsm.backbone_init, self.jtsm.backbone)}
+                 "jtsm.backbone_init": (self.jtsm.backbone_init, self.jtsm.backbone),
+                 "segmentor.backbone_init": (self.segmentor.backbone_init, self.segmentor.backbone),
+                 "point2mask.backbone_init": (self.point2mask.backbone_init, self.point2mask.backbone)}
         for key, (init, name) in users.items():
             if init == "pretrain" and name not in trained:
                 raise ValueError(f"{key}: pretrain needs backbone {name!r} in pretrain.backbones (now "

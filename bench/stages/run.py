@@ -4,7 +4,8 @@ It validates params and opens the stage's MLflow run (:func:`bench.stages.base.r
 threads, seeds, opens the slot's train / val splits, and writes ``runs/<slot>/<method>/<variant>/seed<k>/``
 atomically with ``run.json`` (the run record the method fills) and ``timing.json`` (its ``timing`` entry
 plus the stage's wall time). Beside it, ``seed<k>.partial/`` keeps what must survive an interruption
-(training checkpoints, checkpoint labels) and is removed once the run folder is in place.
+(training checkpoints, checkpoint labels) and is removed once the run folder is in place. Before any work the
+splits' ground truth is validated and every image decoded, so a corrupt file stops the run at once, named.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bench.config.loader import flatten
 from bench.io import atomic_path, write_run_record
 from bench.paths import canonical_dir, run_dir
 from bench.stages.base import StageContext, StageInfo, run_stage, seed_everything
+from bench.tracking import environment_record
 from datasets.canonical import CanonicalDataset, CanonicalSplit
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,11 @@ def method_run(stage: StageInfo, *, slot: str, method: str, variant: str, seed: 
         data = getattr(ctx.params.data, slot)
         dataset = CanonicalDataset(canonical_dir(slot))
         train, val = dataset.split(data.train_split), dataset.split(data.val_split)
+        for split in (train, val):  # a corrupt image stops the run now, naming the file, not mid-training
+            split.check_images(workers=cpu_threads or 8)
         record: dict[str, Any] = {"method": method, "variant": variant, "dataset": slot, "seed": seed,
                                   "train_split": train.name, "val_split": val.name, "profile": ctx.profile, **info,
-                                  "cpu_threads": cpu_threads, "timing": {}}
+                                  "cpu_threads": cpu_threads, **environment_record(), "timing": {}}
         t0 = time.perf_counter()
         final = run_dir(slot, method, variant) / f"seed{seed}"
         partial = final.with_name(f"{final.name}.partial")

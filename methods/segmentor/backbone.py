@@ -52,7 +52,7 @@ class TimmFPN(nn.Module):
 
         self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=tuple(out_indices))
         if weights is not None:
-            load_backbone_weights(self.body, weights, param="segmentor.backbone_weights")
+            load_backbone_weights(self.body, weights, param="segmentor.backbone_init")
         in_channels = list(self.body.feature_info.channels())
         self.strides = tuple(int(s) for s in self.body.feature_info.reduction())
         self.fpn = FeaturePyramidNetwork(in_channels, out_channels,
