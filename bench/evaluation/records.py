@@ -10,6 +10,7 @@ before any metric is computed; a bad record stops the evaluation with an
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -24,6 +25,8 @@ from pycocotools import mask as mask_utils
 from bench.evaluation.base import EvaluationError
 from bench.evaluation.gt import CanonicalGT, read_json
 from bench.evaluation.rle import check_rles
+
+log = logging.getLogger(__name__)
 
 __all__ = ["InstancePredictions", "load_instance_predictions", "validate_instance_records",
            "write_coco_results", "normalize_rle"]
@@ -107,6 +110,7 @@ def validate_instance_records(
     rle_list: list[dict] = []
     rle_sizes: list[tuple[int, int]] = []
     rle_where: list[str] = []
+    negative: list[str] = []  # scored as given (pycocotools and chainercv rank any float), but said aloud
     for i, r in enumerate(records):
         if not isinstance(r, dict):
             raise EvaluationError(f"{source}: record {i}: not a JSON object")
@@ -129,9 +133,11 @@ def validate_instance_records(
             seen_ids[r["id"]] = i
         if "score" in r:
             score = r["score"]
-            if not _is_number(score) or not math.isfinite(float(score)) or float(score) < 0:
-                raise EvaluationError(f"{source}: {where}: score must be a finite number >= 0, got {score!r}")
+            if not _is_number(score) or not math.isfinite(float(score)):
+                raise EvaluationError(f"{source}: {where}: score must be a finite number, got {score!r}")
             score = float(score)
+            if score < 0:
+                negative.append(f"{where}: {score!r}")
         elif need_score:
             raise EvaluationError(f"{source}: {where}: missing 'score'")
         else:
@@ -167,6 +173,9 @@ def validate_instance_records(
         out[int(iid)].append(rec)
     if check_rle and rle_list:
         check_rles(rle_list, rle_sizes, where=rle_where, source=source)
+    if negative:
+        log.warning("%s: %d record(s) with a negative score, ranked as given (as pycocotools and chainercv do); "
+                    "first: %s", source, len(negative), negative[0])
     if need_bbox:
         missing = [rec for recs in out.values() for rec in recs if rec["bbox"] is None]
         if missing:
