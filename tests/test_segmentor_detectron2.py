@@ -206,7 +206,7 @@ def workspace(tmp_path_factory):
     raw = render_profile("smoke")
     raw["tracking"]["enabled"] = False
     raw["segmentor"].update(backend="detectron2", iterations=3, lr_steps=[2], checkpoint_every=1,
-                            mask_threshold=0.3)
+                            mask_threshold=0.3, backbone="resnet18", backbone_init="scratch")  # a ResNet maps
     params = validate_params(raw)
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     (root / "reports").mkdir()

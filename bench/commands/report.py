@@ -147,7 +147,7 @@ def _handle(args: argparse.Namespace) -> int:
             profile=ctx.profile, slot_datasets=slots, seeds=list(p.report.seeds),
             decimals=p.report.decimals,
             switches={k: switches_in_effect(v) for k, v in sections.items()}, metrics_root=Path(args.metrics),
-            params=params_tree, papers=papers(Path(args.specs)),
+            params=params_tree, papers=papers(Path(args.specs).resolve()),
             sections_of={name: prod.sections[0] for name, prod in PRODUCERS.items() if prod.sections},
             runs=variant_runs(p.report.variants), same_runs=same_runs(params_tree),
             external={(name, v): text for name, prod in PRODUCERS.items() for v, text in prod.external.items()},

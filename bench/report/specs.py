@@ -265,7 +265,7 @@ def _load(path: Path, model: type[_Spec], kind: str, number: str) -> _Spec:
     expected = f"{kind}{n}.yaml"
     if path.name != expected or path.parent.name != spec.paper:
         raise SpecError(f"{path}: a spec of {spec.paper} {kind} {n} must live at {spec.paper}/{expected}")
-    if spec.paper not in papers(path.parent.parent):
+    if spec.paper not in papers(path.parent.parent.resolve()):  # cached per folder, not per cwd-relative path
         raise SpecError(f"{path}: no {path.parent / 'paper.yaml'} (name, title, authors, arxiv, text, order)")
     return spec
 
@@ -283,14 +283,14 @@ def load_figure(path: Path) -> FigureSpec:
 def load_figures(root: Path) -> list[FigureSpec]:
     """Every figure spec under ``root`` (``<paper>/figure<N>.yaml``), sorted by paper then number."""
     specs = [load_figure(p) for p in sorted(root.glob("*/figure*.yaml"))]
-    order = list(papers(root))
+    order = list(papers(root.resolve()))
     return sorted(specs, key=lambda s: (order.index(s.paper), int(s.figure)))
 
 
 def load_specs(root: Path) -> list[TableSpec]:
     """Every spec under ``root`` (``<paper>/table<N>.yaml``), sorted by paper then table number."""
     specs = [load_spec(p) for p in sorted(root.glob("*/table*.yaml"))]
-    order = list(papers(root))
+    order = list(papers(root.resolve()))
     return sorted(specs, key=lambda s: (order.index(s.paper), int(s.table)))
 
 
